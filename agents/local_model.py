@@ -1,0 +1,165 @@
+"""The agent's local sparse GP: an online encoder, its hyperparameters and their learner.
+
+Order of operations per batch (COOL-GP Sec. 3.2, supplementary Sec. 3.2): first the batch is
+encoded into the local summary under the current q(W); then, if learning is on, one stochastic
+gradient step on the batch's evidence lower bound moves q(W), s and sigma_n, using the current
+*fused* q(u) when the agent has one (Remark 3) and its own otherwise. The importance-sampled
+encoder re-weights on the next summary request; the analytic one keeps each batch as encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from swarmgp.fusion.encoders import AnalyticEncoder, ImportanceEncoder, check_batch
+from swarmgp.fusion.encoding import Encoding
+from swarmgp.fusion.errors import SwarmGPError
+from swarmgp.fusion.hyper import Hyperparameters
+from swarmgp.fusion.predict import PredictiveCache, predict, predictive_cache
+from swarmgp.fusion.summary import Summary
+
+if TYPE_CHECKING:
+    from .learner import Learner
+
+__all__ = ["LocalModel", "LocalModelConfig"]
+
+
+@dataclass(frozen=True)
+class LocalModelConfig:
+    """Settings of an agent's local model.
+
+    Attributes
+    ----------
+    encoder : {"analytic", "importance"}
+        Exact per-batch encoding, or the paper's importance-sampled estimator.
+    samples : int
+        M, prior samples of W for the importance encoder.
+    learn : bool
+        Whether hyperparameters are learned online; off freezes them at ``initial``.
+    stream_batches : int or None
+        N', the expected stream length in batches that scales the batch ELBO; None uses the
+        number of batches seen so far.
+    initial : Hyperparameters or None
+        Shared initial hyperparameters; None means ``Hyperparameters.initial(d)``.
+    learner : dict
+        Keyword arguments of ``LearnerConfig``.
+    """
+
+    encoder: Literal["analytic", "importance"] = "analytic"
+    samples: int = 20
+    learn: bool = True
+    stream_batches: int | None = None
+    initial: Hyperparameters | None = None
+    learner: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalModel:
+    """An agent's local model: encoder, hyperparameters, learner.
+
+    Parameters
+    ----------
+    encoding : Encoding
+        The swarm's common encoding.
+    config : LocalModelConfig
+    rng : numpy.random.Generator
+        Draws the importance encoder's prior samples.
+    """
+
+    def __init__(
+        self, encoding: Encoding, config: LocalModelConfig, rng: np.random.Generator
+    ) -> None:
+        self.encoding = encoding
+        self.config = config
+        d = encoding.d
+        self.hyper = config.initial if config.initial is not None else Hyperparameters.initial(d)
+        if self.hyper.d != d:
+            raise SwarmGPError(
+                f"local model: hyperparameters of dimension {self.hyper.d} for encoding d={d}"
+            )
+        self.encoder: AnalyticEncoder | ImportanceEncoder
+        if config.encoder == "importance":
+            self.encoder = ImportanceEncoder(encoding, config.samples, rng)
+        elif config.encoder == "analytic":
+            self.encoder = AnalyticEncoder(encoding)
+        else:
+            raise SwarmGPError(f"local model: unknown encoder {config.encoder!r}")
+        self.batches = 0
+        self.learner_failures = 0
+        self._learner: Learner | None = None
+        self._pred_cache: dict[int, tuple[Summary, PredictiveCache]] = {}
+
+    @property
+    def n_obs(self) -> int:
+        """Observations encoded so far."""
+        return self.encoder.n_obs
+
+    def _get_learner(self) -> Learner:
+        if self._learner is None:
+            from .learner import Learner, LearnerConfig
+
+            self._learner = Learner(LearnerConfig(**self.config.learner))
+        return self._learner
+
+    def observe(self, X: object, y: object, fused: Summary | None = None) -> None:
+        """Encode one batch, then (if learning) take one step on its ELBO.
+
+        Parameters
+        ----------
+        X : array_like of shape (n, d)
+            Standardized inputs.
+        y : array_like of shape (n,)
+        fused : Summary or None
+            The agent's current collective model, used for the hyperparameter gradient.
+
+        Raises
+        ------
+        ShapeError, NonFiniteError, EmptyBatchError
+            Bad batch; the model is left unchanged.
+        """
+        Xa, ya = check_batch(X, y, self.encoding.d)
+        self.encoder.add_batch(Xa, ya, self.hyper)
+        self.batches += 1
+        if not self.config.learn:
+            return
+        q = fused if fused is not None and fused.n_obs > 0 else self.summary()
+        mom = q.moments()
+        n_scale = float(self.config.stream_batches or self.batches)
+        try:
+            self.hyper = self._get_learner().step(
+                Xa, ya, self.hyper, self.encoding, mom.mean, mom.cov(), n_scale
+            )
+        except SwarmGPError:
+            # a failed step keeps the previous hyperparameters; the batch stays encoded
+            self.learner_failures += 1
+
+    def summary(self) -> Summary:
+        """The local summary ``R_a`` under the current hyperparameters."""
+        return self.encoder.summary(self.hyper)
+
+    def predict(
+        self, X: object, fused: Summary | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance of y at test inputs.
+
+        Parameters
+        ----------
+        X : array_like of shape (n, d)
+        fused : Summary or None
+            Predict from this collective model; None predicts from the local summary.
+
+        Returns
+        -------
+        mean, var_y : ndarray of shape (n,)
+        """
+        s = fused if fused is not None else self.summary()
+        hit = self._pred_cache.get(id(s))
+        if hit is None or hit[0] is not s:
+            if len(self._pred_cache) >= 2:  # local and fused; older snapshots are dropped
+                self._pred_cache.pop(next(iter(self._pred_cache)))
+            hit = (s, predictive_cache(s, self.encoding))
+            self._pred_cache[id(s)] = hit
+        mean, var = predict(np.asarray(X), hit[1], self.encoding, self.hyper)  # type: ignore[arg-type]
+        return mean, var + self.hyper.sn2
