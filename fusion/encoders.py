@@ -22,7 +22,7 @@ import numpy as np
 from .encoding import Encoding
 from .errors import EmptyBatchError, NumericalWarning, ShapeError
 from .hyper import Hyperparameters
-from .linalg import as_float64
+from .linalg import as_float64, identity_plus_psd
 from .psi import psi1, psi2_sum
 from .summary import Summary
 
@@ -85,8 +85,7 @@ class AnalyticEncoder:
     def summary(self, hyper: Hyperparameters | None = None) -> Summary:
         """The local summary ``(I + L^-1 C L^-T, L^-1 c)``; ``hyper`` is ignored (kept for API)."""
         if self._cached is None:
-            P = self.encoding.whiten(self._C)
-            P[np.diag_indices_from(P)] += 1.0
+            P = identity_plus_psd(self.encoding.whiten(self._C), "analytic encoder")
             h = self.encoding.whiten_vec(self._c)
             self._cached = Summary(P, h, self.n_obs, 1, self.encoding.hash)
         return self._cached
@@ -187,8 +186,7 @@ class ImportanceEncoder:
         w = self.weights(hyper) / self.samples  # [M]
         C = hyper.s**2 * np.tensordot(w, self._A, 1)  # [m, m]
         c = hyper.s * (w @ self._b)  # [m]
-        P = self.encoding.whiten(C) / hyper.sn2
-        P[np.diag_indices_from(P)] += 1.0
+        P = identity_plus_psd(self.encoding.whiten(C) / hyper.sn2, "importance encoder")
         h = self.encoding.whiten_vec(c) / hyper.sn2
         self._cached = Summary(P, h, self.n_obs, 1, self.encoding.hash)
         self._cache_key = key

@@ -18,6 +18,7 @@ __all__ = [
     "cho_solve",
     "cholesky",
     "chol_inverse",
+    "identity_plus_psd",
     "check_spd",
     "pack_symmetric",
     "packed_size",
@@ -180,3 +181,29 @@ def unpack_symmetric(v: np.ndarray, m: int) -> np.ndarray:
     A[iu] = v
     A[iu[1], iu[0]] = v
     return A
+
+
+def identity_plus_psd(C: np.ndarray, name: str) -> np.ndarray:
+    """``I + C`` for a whitened data term C that is PSD in exact arithmetic, shape (m, m).
+
+    Whitening ``L^-1 C L^-T`` with an ill-conditioned K (dense inducing inputs, noise near
+    zero) can leave round-off eigenvalues below -1. Only then is C projected onto the PSD
+    cone by clipping its eigenvalues at zero, with a :class:`NumericalWarning`.
+    """
+    P = symmetrize(C)
+    P[np.diag_indices_from(P)] += 1.0
+    try:
+        np.linalg.cholesky(P)
+        return P
+    except np.linalg.LinAlgError:
+        pass
+    lam, V = np.linalg.eigh(symmetrize(C))
+    warnings.warn(
+        f"{name}: clipped {int((lam < 0).sum())} negative round-off eigenvalues "
+        f"(min {lam.min():.2e}) of the whitened data term",
+        NumericalWarning,
+        2,
+    )
+    P = symmetrize((V * np.maximum(lam, 0.0)) @ V.T)
+    P[np.diag_indices_from(P)] += 1.0
+    return P
