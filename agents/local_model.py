@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-
 from swarmgp.fusion.encoders import AnalyticEncoder, ImportanceEncoder, check_batch
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.errors import SwarmGPError
@@ -139,9 +138,7 @@ class LocalModel:
         """The local summary ``R_a`` under the current hyperparameters."""
         return self.encoder.summary(self.hyper)
 
-    def predict(
-        self, X: object, fused: Summary | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, X: object, fused: Summary | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and variance of y at test inputs.
 
         Parameters

@@ -18,7 +18,6 @@ from collections.abc import Callable
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-
 from swarmgp.fusion.encoders import AnalyticEncoder, ImportanceEncoder  # noqa: E402
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding  # noqa: E402
 from swarmgp.fusion.hyper import Hyperparameters  # noqa: E402
@@ -61,7 +60,9 @@ def main() -> None:
         return Xb[i], yb[i]
 
     an = AnalyticEncoder(enc)
-    out["analytic_update"] = timeit(lambda: (an.add_batch(*fresh(), hyper), an.summary()), args.reps)
+    out["analytic_update"] = timeit(
+        lambda: (an.add_batch(*fresh(), hyper), an.summary()), args.reps
+    )
     im = ImportanceEncoder(enc, M_SAMPLES, np.random.default_rng(1))
     out["importance_update"] = timeit(lambda: im.add_batch(*fresh()), args.reps)
     moved = [

@@ -178,8 +178,9 @@ class ImportanceEncoder:
         """
         key = (
             self.n_obs,
-            np.concatenate([hyper.mu.ravel(), hyper.log_sigma.ravel(), [hyper.log_s, hyper.log_sn]])
-            .tobytes(),
+            np.concatenate(
+                [hyper.mu.ravel(), hyper.log_sigma.ravel(), [hyper.log_s, hyper.log_sn]]
+            ).tobytes(),
         )
         if self._cached is not None and self._cache_key == key:
             return self._cached

@@ -67,16 +67,12 @@ def psi1(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> np.ndarray:
     nu, v = latent_moments(X, hyper)
     a = 1.0 + v  # [n, d]
     # sum_i (nu_i - z_i)^2 / a_i, expanded so that no (n, m, d) tensor is formed
-    quad = (
-        ((nu * nu) / a).sum(1)[:, None] - 2.0 * (nu / a) @ Z.T + (1.0 / a) @ (Z * Z).T
-    )  # [n, m]
+    quad = ((nu * nu) / a).sum(1)[:, None] - 2.0 * (nu / a) @ Z.T + (1.0 / a) @ (Z * Z).T  # [n, m]
     log_c = -0.5 * np.log(a).sum(1)  # [n]
     return hyper.s * np.exp(log_c[:, None] - 0.5 * quad)
 
 
-def _psi2_logs(
-    X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters
-) -> Iterator[np.ndarray]:
+def _psi2_logs(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> Iterator[np.ndarray]:
     """Yield ``log(Psi_2(x) / s^2)`` for chunks of points, arrays of shape (chunk, m, m)."""
     nu, v = latent_moments(X, hyper)
     a = 1.0 + 2.0 * v  # [n, d]

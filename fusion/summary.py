@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FusionError, IncompatibleEncoding, ShapeError
-from .linalg import cho_solve, check_spd, pack_symmetric, symmetrize, unpack_symmetric
+from .linalg import check_spd, cho_solve, pack_symmetric, symmetrize, unpack_symmetric
 
 __all__ = ["Moments", "Summary", "combine", "fuse", "prior_summary", "subtract"]
 

@@ -21,9 +21,7 @@ def psi1_loop(X, Z, mu, sigma2, s):
         nu = mu @ X[a]
         v = sigma2 @ (X[a] ** 2)
         for j in range(m):
-            out[a, j] = s * np.prod(
-                (1 + v) ** -0.5 * np.exp(-((nu - Z[j]) ** 2) / (2 * (1 + v)))
-            )
+            out[a, j] = s * np.prod((1 + v) ** -0.5 * np.exp(-((nu - Z[j]) ** 2) / (2 * (1 + v))))
     return out
 
 

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 from reference import mc_predictive
-
 from swarmgp.fusion.encoders import AnalyticEncoder
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding
 from swarmgp.fusion.errors import NumericalWarning
@@ -57,7 +56,7 @@ def test_stress_duplicates_clusters_tiny_noise(m, sn):
         # a handled round-off clip may warn; anything else must not
         warnings.simplefilter("error")
         warnings.simplefilter("ignore", NumericalWarning)
-        for a in range(3):
+        for _ in range(3):
             e = AnalyticEncoder(enc)
             for lo in range(0, X.shape[0], 25):
                 e.add_batch(X[lo : lo + 25], y[lo : lo + 25], h)
