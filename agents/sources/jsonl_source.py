@@ -1,0 +1,85 @@
+"""JSON Lines source: a file, or standard input (``jsonl:-``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+from .base import Source
+from .errors import BadRowError, SourceOpenError
+from .record import Observation
+from .schema import ColumnSchema, RowParser
+
+__all__ = ["JsonlSource", "DEFAULT_JSON_SCHEMA"]
+
+#: ``{"agent": "s1", "t": 0.5, "x": [1.0, 2.0], "y": 3.2}``
+DEFAULT_JSON_SCHEMA = ColumnSchema(agent="agent", time="t", inputs=("x",), target="y")
+
+
+class JsonlSource(Source):
+    """One JSON object a line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File path, or ``"-"`` for standard input.
+    schema : ColumnSchema, optional
+        Key mapping; default :data:`DEFAULT_JSON_SCHEMA`.
+    stream : text file, optional
+        Injected stream used instead of ``path`` (tests: a pipe or ``io.StringIO``);
+        for ``"-"`` it defaults to ``sys.stdin``.
+    **kwargs
+        ``pacer``, ``keep``, ``on_bad`` (see :class:`~.base.Source`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "-",
+        schema: ColumnSchema | None = None,
+        *,
+        stream: IO[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.path = os.fspath(path)
+        super().__init__(f"jsonl:{self.path}", **kwargs)
+        self.schema = schema or DEFAULT_JSON_SCHEMA
+        self.stream = stream
+        self.origin = "<stdin>" if self.path == "-" and stream is None else self.path
+        if stream is None and self.path != "-":
+            if not os.path.isfile(self.path):
+                raise SourceOpenError(self.path, "no such file")
+            if not os.access(self.path, os.R_OK):
+                raise SourceOpenError(self.path, "not readable")
+
+    def _lines(self) -> Iterator[str]:
+        if self.stream is not None:
+            yield from self.stream
+        elif self.path == "-":
+            yield from sys.stdin
+        else:
+            try:
+                fh = open(self.path, encoding="utf-8")
+            except OSError as exc:
+                raise SourceOpenError(self.path, f"cannot open: {exc.strerror or exc}") from exc
+            with fh:
+                yield from fh
+
+    def _produce(self) -> Iterator[Observation]:
+        parser = RowParser(self.schema, self.origin)
+        for lineno, text in enumerate(self._lines(), start=1):
+            if not text.strip():
+                continue
+            try:
+                try:
+                    row = json.loads(text)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise BadRowError("malformed", f"invalid JSON: {exc.msg if hasattr(exc, 'msg') else exc}",
+                                      origin=self.origin, line=lineno) from None
+                obs = parser.parse_mapping(row, lineno)
+            except BadRowError as err:
+                self._bad(err)
+                continue
+            yield obs
