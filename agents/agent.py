@@ -1,0 +1,455 @@
+"""One swarm agent as a sans-I/O state machine.
+
+Observations, messages and clock ticks go in; lists of ``(dest_id, Message)`` come out. The
+agent never reads a clock, never touches a socket and never draws from a global random
+generator: the driver (the real-time ZeroMQ runner or the discrete-event simulator) passes
+``now`` and an optional ``rng``, and asks :meth:`Agent.next_deadline` when to tick next.
+
+Fusion (DESIGN.md section 2) runs on the edges of the self-stabilizing spanning tree
+(:mod:`swarmgp.agents.tree`). The message to tree neighbour b is
+``M_ab = R_a + sum_{k in T(a), k != b} (M_ka - R_0)`` and the collective model is
+``R_F(a) = R_a + sum_{k in T(a)} (M_ka - R_0)``; the agent computes ``R_F(a)`` once and each
+``M_ab`` as ``R_F(a) - M_ba + R_0``, so one round costs O(degree * m^2). Messages carry the
+full state, tagged ``(incarnation, seq)`` and a per-edge content ``version``: they are sent when
+their content changes (coalesced to one round per ``fuse_min_interval_s``) and resent every
+``fuse_resend_s`` to repair loss; stale and duplicate ones are dropped. A neighbour's message is
+forgotten as soon as its edge leaves the tree or it expires. The local summary is never
+replaced by a fused one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..fusion.errors import SwarmGPError
+from ..fusion.summary import Summary, fuse, subtract
+from ..protocol.messages import (
+    Fuse,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    Message,
+    StatusReply,
+    StatusRequest,
+)
+from .config import AgentConfig
+from .peers import Admit, PeerTable
+from .tree import SpanningTree
+
+__all__ = ["Agent", "LocalModelLike", "Outbound", "StaticModel", "fingerprint"]
+
+Outbound = tuple[int, Message]
+
+
+class LocalModelLike(Protocol):
+    """What the agent needs from its local model (``agents/local_model.py`` provides it)."""
+
+    def observe(self, X: np.ndarray, y: np.ndarray, fused: Summary | None) -> None: ...
+
+    def summary(self) -> Summary: ...
+
+    def predict(self, X: np.ndarray, fused: Summary | None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class StaticModel:
+    """A stand-in local model with a fixed local summary (fusion tests, learning off).
+
+    Parameters
+    ----------
+    summary : Summary
+        The local summary returned by :meth:`summary`; :meth:`set` replaces it.
+    """
+
+    def __init__(self, summary: Summary) -> None:
+        self._s = summary
+
+    def set(self, summary: Summary) -> None:
+        """Replace the local summary."""
+        self._s = summary
+
+    def observe(self, X: np.ndarray, y: np.ndarray, fused: Summary | None) -> None:
+        """Ignore data (the summary is fixed)."""
+
+    def summary(self) -> Summary:
+        """The fixed local summary."""
+        return self._s
+
+    def predict(self, X: np.ndarray, fused: Summary | None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean/variance of the whitened features ``X @ v`` (shape (n,) each)."""
+        s = fused if fused is not None else self._s
+        mom = s.moments()
+        mean = X @ mom.mean[: X.shape[1]]
+        return mean, np.ones(X.shape[0])
+
+
+def fingerprint(s: Summary) -> str:
+    """Short sha256 of a packed summary: equal fingerprints mean bit-identical models."""
+    return hashlib.sha256(np.ascontiguousarray(s.pack()).tobytes()).hexdigest()[:16]
+
+
+class Agent:
+    """Sans-I/O COOL-GP agent: peer liveness, spanning tree, tree fusion, status.
+
+    Parameters
+    ----------
+    config : AgentConfig
+    local_model : LocalModelLike
+        Owns the local summary; ``observe`` gets the current fused summary (for learning).
+    now : float
+        Driver clock at creation.
+    rng : numpy.random.Generator, optional
+        Used only to spread the first heartbeat over one period (avoids lock-step beacons).
+
+    Attributes
+    ----------
+    counters : collections.Counter
+        ``tx.<kind>``, ``rx.<kind>``, ``drop.<reason>``, ``rejected.<reason>``, ``observations``,
+        ``tree_changes``, ``expired``.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        local_model: LocalModelLike,
+        now: float,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.config = config
+        self.id = config.agent_id
+        self.model = local_model
+        t = config.timing
+        self.peers = PeerTable(t.peer_timeout_s)
+        for n in config.neighbors:
+            self.peers.add(n, configured=True)
+        self.tree = SpanningTree(self.id, config.incarnation, config.max_dist, t.root_timeout_s)
+        self.counters: Counter[str] = Counter()
+        self._seq = 0
+        self._local = local_model.summary()
+        self._local.validate()
+        # fusion state: stored tree messages and change generations
+        self._incoming: dict[int, tuple[int, int, Summary]] = {}  # k -> (inc, version, M_ka)
+        self._in_gen: dict[int, int] = {}
+        self._gen = 0  # changes when the local summary or the tree-neighbour set changes
+        self._stamp = 0  # monotone source of generation/version numbers (never reused)
+        self._tree_nbrs: frozenset[int] = frozenset()
+        self._sent: dict[int, tuple[tuple[Any, ...], int]] = {}  # b -> (content key, version)
+        self._fused: Summary | None = None
+        self._fused_key: tuple[Any, ...] | None = None
+        # timers
+        phase = float(rng.uniform(0.0, t.heartbeat_s)) if rng is not None else 0.0
+        self._next_hb = now + phase
+        self._next_resend = now + t.fuse_resend_s
+        self._fuse_due = math.inf
+        self._hb_due = math.inf
+        self._last_fuse = -math.inf
+        self._last_hb = -math.inf
+        self.started = self.stopped = False
+        self.last_observation: float | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def local_summary(self) -> Summary:
+        """The agent's own summary R_a (never replaced by a fused one)."""
+        return self._local
+
+    @property
+    def fused_summary(self) -> Summary:
+        """The collective model ``R_F(a) = R_a + sum_{k in T(a)} (M_ka - R_0)``."""
+        key = (self._gen, tuple(sorted(self._in_gen.items())))
+        if self._fused is None or key != self._fused_key:
+            parts = [self._local, *(self._incoming[k][2] for k in sorted(self._incoming))]
+            self._fused = fuse(parts, self.config.m, self.config.encoding_hash)
+            self._fused_key = key
+        return self._fused
+
+    @property
+    def tree_neighbors(self) -> frozenset[int]:
+        """Current tree neighbours (parent and children)."""
+        return self._tree_nbrs
+
+    def next_deadline(self) -> float:
+        """Driver time at which :meth:`on_tick` must next be called."""
+        return min(self._next_hb, self._next_resend, self._fuse_due, self._hb_due)
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self, now: float) -> list[Outbound]:
+        """Announce this agent (Hello + heartbeat to every configured neighbour)."""
+        self.started = True
+        hello = Hello(self.id, self.config.incarnation, self._next_seq(), self.config.endpoint)
+        out: list[Outbound] = [(p, hello) for p in self.peers.ids()]
+        self.counters["tx.hello"] += len(out)
+        self._hb_due = now
+        return out + self._emit(now)
+
+    def observe(self, X: np.ndarray, y: np.ndarray, now: float) -> list[Outbound]:
+        """Feed a batch to the local model and schedule fusion messages.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, d)
+        y : ndarray of shape (n,)
+        """
+        self.model.observe(X, y, self.fused_summary)
+        self.counters["observations"] += int(np.shape(y)[0])
+        self.last_observation = now
+        return self.set_local_summary(self.model.summary(), now)
+
+    def set_local_summary(self, summary: Summary, now: float) -> list[Outbound]:
+        """Replace the local summary directly (tests, or a model updated out of band).
+
+        Raises
+        ------
+        SwarmGPError
+            The summary is invalid or of another encoding/size (state is unchanged).
+        """
+        summary.validate()
+        if summary.encoding_hash != self.config.encoding_hash or summary.m != self.config.m:
+            raise SwarmGPError(
+                f"agent {self.id}: local summary of encoding {summary.encoding_hash} m={summary.m}"
+                f" does not match {self.config.encoding_hash} m={self.config.m}"
+            )
+        self._local = summary
+        self._gen = self._next_stamp()
+        self._schedule_fuse(now)
+        return self._emit(now)
+
+    def count_rejected(self, reason: str) -> None:
+        """Count a frame set the transport rejected before it became a message."""
+        self.counters["rejected." + reason] += 1
+
+    def on_message(self, msg: Message, now: float) -> list[Outbound]:
+        """Handle one decoded message; bad or stale ones are dropped and counted."""
+        kind = type(msg).__name__.lower()
+        self.counters["rx." + kind] += 1
+        if isinstance(msg, StatusRequest):
+            return [(msg.sender, self._status_reply(msg))]
+        if isinstance(msg, StatusReply) or self.stopped:
+            return self._drop("unexpected" if not self.stopped else "stopped")
+        s = msg.sender
+        if s == self.id:
+            return self._drop("self")
+        if s not in self.peers:
+            if not self.config.accept_unknown_peers:
+                return self._drop("unknown_peer")
+            self.peers.add(s, configured=False)
+        verdict = self.peers.admit(s, msg.incarnation, now)
+        if verdict is Admit.STALE:
+            return self._drop("stale_incarnation")
+        if verdict is Admit.DEPARTED:
+            return self._drop("departed")
+        out: list[Outbound] = []
+        if verdict is Admit.NEW:
+            # a new life of the peer: forget its old tree state and message, greet it
+            self.tree.forget(s)
+            self._forget_message(s)
+            out.append((s, Hello(self.id, self.config.incarnation, self._next_seq(),
+                                 self.config.endpoint)))
+            self.counters["tx.hello"] += 1
+            self._hb_due = min(self._hb_due, now)
+        peer = self.peers.get(s)
+        if isinstance(msg, Goodbye):
+            self.peers.depart(s)
+            self.tree.forget(s)
+            self._forget_message(s)
+        elif isinstance(msg, Heartbeat):
+            if msg.seq > peer.state_seq:
+                peer.state_seq = msg.seq
+                self.tree.observe(s, msg.tree, now)
+            else:
+                self.counters["drop.stale_seq"] += 1
+        elif isinstance(msg, Fuse):
+            if msg.to != self.id:
+                self.counters["drop.misrouted"] += 1
+            elif msg.seq <= peer.fuse_seq:
+                self.counters["drop.stale_seq"] += 1
+            else:
+                peer.fuse_seq = msg.seq
+                if msg.seq > peer.state_seq:
+                    peer.state_seq = msg.seq
+                    self.tree.observe(s, msg.tree, now)
+                self._update_tree(now)
+                if s in self._tree_nbrs:
+                    self._store_message(s, msg, now)
+                else:
+                    self.counters["drop.off_tree"] += 1
+        self._update_tree(now)
+        return out + self._emit(now)
+
+    def on_tick(self, now: float) -> list[Outbound]:
+        """Advance timers: beacons, expiry, coalesced and periodic fusion sends."""
+        force = False
+        if now >= self._next_hb:
+            t = self.config.timing
+            self._next_hb = max(self._next_hb + t.heartbeat_s, now)
+            self.tree.beacon()
+            for p in self.peers.expire(now):
+                self.counters["expired"] += 1
+                self.tree.forget(p)
+                self._forget_message(p)
+            self._update_tree(now)
+            self._hb_due = now
+        if now >= self._next_resend:
+            self._next_resend = now + self.config.timing.fuse_resend_s
+            force = True
+        return self._emit(now, force)
+
+    def stop(self, now: float) -> list[Outbound]:
+        """Say goodbye to every known peer; afterwards only status requests are served."""
+        self.stopped = True
+        bye = Goodbye(self.id, self.config.incarnation, self._next_seq())
+        out: list[Outbound] = [(p, bye) for p in self.peers.ids()]
+        self.counters["tx.goodbye"] += len(out)
+        self._next_hb = self._next_resend = self._fuse_due = self._hb_due = math.inf
+        return out
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        """Counts, tree state, health counters and fingerprint (msgpack-able)."""
+        f = self.fused_summary
+        st = self.tree.state
+        return {
+            "id": self.id,
+            "incarnation": self.config.incarnation,
+            "m": self.config.m,
+            "encoding": self.config.encoding_hash,
+            "n_agents": f.n_agents,
+            "n_obs": f.n_obs,
+            "local_n_obs": self._local.n_obs,
+            "root": st.root,
+            "dist": st.dist,
+            "parent": st.parent,
+            "tree_neighbors": sorted(self._tree_nbrs),
+            "live_peers": sorted(self.peers.live()),
+            "peers": self.peers.ids(),
+            "fingerprint": fingerprint(f),
+            "last_observation": self.last_observation,
+            "counters": dict(self.counters),
+        }
+
+    def _status_reply(self, req: StatusRequest) -> StatusReply:
+        preds: dict[str, np.ndarray] = {}
+        info = self.status()
+        if req.X is not None:
+            try:
+                fused = self.fused_summary
+                preds["mean_local"], preds["var_local"] = self.model.predict(req.X, None)
+                preds["mean_fused"], preds["var_fused"] = self.model.predict(req.X, fused)
+                if req.summary is not None:
+                    preds["mean_given"], preds["var_given"] = self.model.predict(
+                        req.X, req.summary
+                    )
+            except SwarmGPError as e:  # a bad request must not take the agent down
+                preds = {}
+                info["predict_error"] = str(e)[:200]
+        self.counters["tx.statusreply"] += 1
+        return StatusReply(
+            self.id, self.config.incarnation, self._next_seq(), req.nonce, info,
+            self.fused_summary, self._local, preds,
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _next_stamp(self) -> int:
+        self._stamp += 1
+        return self._stamp
+
+    def _drop(self, reason: str) -> list[Outbound]:
+        self.counters["drop." + reason] += 1
+        return []
+
+    def _forget_message(self, k: int) -> None:
+        if self._incoming.pop(k, None) is not None:
+            self._in_gen.pop(k, None)
+            self._gen = self._next_stamp()
+            self._schedule_fuse_soon()
+
+    def _store_message(self, k: int, msg: Fuse, now: float) -> None:
+        old = self._incoming.get(k)
+        if old is not None and old[0] == msg.incarnation and old[1] == msg.version:
+            self.counters["fuse_unchanged"] += 1  # a resend: content identical
+            return
+        self._incoming[k] = (msg.incarnation, msg.version, msg.summary)
+        self._in_gen[k] = self._next_stamp()
+        self._schedule_fuse(now)
+
+    def _update_tree(self, now: float) -> None:
+        live = self.peers.live()
+        if self.tree.recompute(now, live):
+            self.counters["tree_changes"] += 1
+            self._hb_due = min(self._hb_due, now)  # triggered beacon: tell neighbours at once
+        nbrs = self.tree.neighbors(live)
+        if nbrs != self._tree_nbrs:
+            for k in self._tree_nbrs - nbrs:
+                self._incoming.pop(k, None)
+                self._in_gen.pop(k, None)
+                self._sent.pop(k, None)
+            self._tree_nbrs = nbrs
+            self._gen = self._next_stamp()
+            self._schedule_fuse(now)
+
+    def _schedule_fuse(self, now: float) -> None:
+        if self._fuse_due == math.inf:
+            self._fuse_due = max(now, self._last_fuse + self.config.timing.fuse_min_interval_s)
+
+    def _schedule_fuse_soon(self) -> None:
+        # no clock here: send with the next emit (the coalescing floor still applies)
+        if self._fuse_due == math.inf:
+            self._fuse_due = self._last_fuse + self.config.timing.fuse_min_interval_s
+
+    def _emit(self, now: float, force: bool = False) -> list[Outbound]:
+        out: list[Outbound] = []
+        if self._hb_due <= now and self.started:
+            self._hb_due = math.inf
+            self._last_hb = now
+            f = self.fused_summary
+            hb = Heartbeat(self.id, self.config.incarnation, self._next_seq(), self.tree.state,
+                           f.n_agents, f.n_obs)
+            for p in self.peers.ids():
+                out.append((p, hb))
+            self.counters["tx.heartbeat"] += len(self.peers)
+            # greet configured neighbours not heard yet (their endpoint may have changed)
+            dead = [p for p in self.peers.ids() if not self.peers.get(p).alive]
+            if dead:
+                hello = Hello(self.id, self.config.incarnation, self._next_seq(),
+                              self.config.endpoint)
+                out.extend((p, hello) for p in dead)
+                self.counters["tx.hello"] += len(dead)
+        if (self._fuse_due <= now or force) and self.started:
+            self._fuse_due = math.inf
+            out.extend(self._fuse_round(now, force))
+        return out
+
+    def _fuse_round(self, now: float, force: bool) -> Iterable[Outbound]:
+        nbrs = sorted(self._tree_nbrs)
+        if not nbrs:
+            return []
+        fused = self.fused_summary
+        out: list[Outbound] = []
+        for b in nbrs:
+            key = (self._gen, tuple((k, self._in_gen.get(k, 0)) for k in nbrs if k != b))
+            prev = self._sent.get(b)
+            if prev is not None and prev[0] == key and not force:
+                continue
+            # versions come from one monotone counter, so a re-formed edge never reuses one
+            version = prev[1] if prev is not None and prev[0] == key else self._next_stamp()
+            self._sent[b] = (key, version)
+            inc = self._incoming.get(b)
+            M = subtract(fused, inc[2]) if inc is not None else fused
+            out.append((b, Fuse(self.id, self.config.incarnation, self._next_seq(), b, version,
+                                self.tree.state, M)))
+        self._last_fuse = now
+        self.counters["tx.fuse"] += len(out)
+        return out

@@ -1,0 +1,103 @@
+"""Frozen configuration of one agent: identity, neighbours, encoding and protocol timing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..fusion.errors import SwarmGPError
+
+__all__ = ["AgentConfig", "ConfigError", "TimingConfig"]
+
+
+class ConfigError(SwarmGPError):
+    """An agent or timing configuration is inconsistent."""
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """Protocol periods and timeouts, in seconds of the driver's clock.
+
+    Attributes
+    ----------
+    heartbeat_s : float
+        Beacon period: heartbeats (liveness + tree state) and expiry checks.
+    peer_timeout_s : float
+        A peer silent this long is considered dead (its messages are forgotten).
+    root_timeout_s : float
+        A root whose beacon counter has not advanced this long is considered dead, so a
+        dead root is dropped in bounded time instead of counting to infinity.
+    fuse_min_interval_s : float
+        Coalescing: at most one round of fusion messages per this interval.
+    fuse_resend_s : float
+        Period of unconditional resend of the latest fusion messages (repairs loss).
+    """
+
+    heartbeat_s: float = 0.5
+    peer_timeout_s: float = 2.5
+    root_timeout_s: float = 2.5
+    fuse_min_interval_s: float = 0.01
+    fuse_resend_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.heartbeat_s > 0 and self.fuse_resend_s > 0 and self.fuse_min_interval_s >= 0):
+            raise ConfigError("timing: periods must be positive")
+        if self.peer_timeout_s <= self.heartbeat_s or self.root_timeout_s <= self.heartbeat_s:
+            raise ConfigError(
+                "timing: peer_timeout_s and root_timeout_s must exceed heartbeat_s "
+                f"({self.peer_timeout_s}, {self.root_timeout_s} vs {self.heartbeat_s})"
+            )
+
+    @classmethod
+    def fast(cls, heartbeat_s: float = 0.05) -> TimingConfig:
+        """Short periods for tests: timeouts of 6 beacons, resend every 4."""
+        return cls(
+            heartbeat_s=heartbeat_s,
+            peer_timeout_s=6 * heartbeat_s,
+            root_timeout_s=6 * heartbeat_s,
+            fuse_min_interval_s=heartbeat_s / 20,
+            fuse_resend_s=4 * heartbeat_s,
+        )
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything an :class:`~swarmgp.agents.agent.Agent` needs besides its model.
+
+    Attributes
+    ----------
+    agent_id : int
+        Unique non-negative id; the smallest live id becomes the tree root.
+    neighbors : tuple of int
+        Configured neighbour ids (the neighbour graph's edges at this agent).
+    m : int
+        Number of inducing inputs of the common encoding.
+    encoding_hash : str
+        Hash of the common encoding; peers with another hash are refused by the codec.
+    incarnation : int
+        Grows with each start of this agent (the runner uses a nanosecond clock).
+    timing : TimingConfig
+    max_dist : int
+        Distance cap of the BFS tree (a second guard against count-to-infinity); must be at
+        least the neighbour graph's diameter.
+    accept_unknown_peers : bool
+        Adopt a sender that is not a configured neighbour as a neighbour (joins).
+    endpoint : str
+        This agent's own endpoint, announced in Hello messages ("" in simulation).
+    """
+
+    agent_id: int
+    neighbors: tuple[int, ...]
+    m: int
+    encoding_hash: str
+    incarnation: int = 0
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    max_dist: int = 255
+    accept_unknown_peers: bool = True
+    endpoint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.agent_id < 0 or self.m < 1 or self.max_dist < 1 or self.incarnation < 0:
+            raise ConfigError("agent: id, incarnation >= 0 and m, max_dist >= 1 required")
+        if self.agent_id in self.neighbors:
+            raise ConfigError(f"agent {self.agent_id}: an agent is not its own neighbour")
+        object.__setattr__(self, "neighbors", tuple(sorted(set(self.neighbors))))
