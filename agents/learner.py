@@ -46,7 +46,6 @@ from typing import Literal
 import numpy as np
 import scipy.linalg as sla
 import torch
-
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.errors import (
     EmptyBatchError,
@@ -117,7 +116,7 @@ class LearnerConfig:
         Parameter blocks (of ``"mu", "log_sigma", "log_s", "log_sn"``) left unchanged.
     """
 
-    lr0: float = 0.02
+    lr0: float = 0.05
     tau: float = 50.0
     kappa: float = 0.6
     steps_per_batch: int = 1
@@ -243,7 +242,11 @@ def _fixed_terms_np(
 
 
 def _batch_ll_np(
-    X: np.ndarray, y: np.ndarray, hyper: Hyperparameters, Z: np.ndarray, a: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    hyper: Hyperparameters,
+    Z: np.ndarray,
+    a: np.ndarray,
     A: np.ndarray,
 ) -> float:
     """``L_D`` (digest Sec. 6) from the fixed terms ``a``, ``A``."""
@@ -394,7 +397,8 @@ def _value_and_grad(
     """Objective value and its gradient, flattened in ``PARAM_NAMES`` order, shape (2d^2+2,)."""
     Z, Z2, _ = _encoding_tensors(encoding)
     params = _params_torch(hyper)
-    obj = _objective_torch(*params, Xt, yt, Z, Z2, a, A, n_scale)
+    mu, log_sigma, log_s, log_sn = params
+    obj = _objective_torch(mu, log_sigma, log_s, log_sn, Xt, yt, Z, Z2, a, A, n_scale)
     grads = torch.autograd.grad(obj, params)
     g = np.concatenate([gr.detach().numpy().ravel() for gr in grads])
     return float(obj.detach()), g

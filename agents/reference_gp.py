@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 import torch
-
 from swarmgp.fusion.errors import EmptyBatchError, NumericalWarning, ShapeError
 from swarmgp.fusion.linalg import as_float64
 
@@ -94,7 +93,7 @@ def _fit_and_predict(
                 opt.zero_grad()
                 loss = -mll(model(Xt), yt)
                 if not torch.isfinite(loss):
-                    warnings.warn("reference GP: non-finite loss, fit stopped", RuntimeWarning)
+                    warnings.warn("reference GP: non-finite loss", RuntimeWarning, stacklevel=2)
                     break
                 loss.backward()
                 opt.step()
@@ -257,4 +256,3 @@ def exact_gp_predict(
         model.covar_module.base_kernel.lengthscale = torch.ones(1, d, dtype=_DT)
         lik.noise = torch.tensor(max(0.1 * var_y, 2e-4), dtype=_DT)
         return _fit_and_predict(model, lik, Xt, yt, Xs, iters, lr)
-
