@@ -109,10 +109,14 @@ class LatentFunction:
             for _ in range(spec.n_agents)
         ])
 
-    def u(self, Z: np.ndarray) -> np.ndarray:
-        """Latent function at ``Z [n, k]``."""
+    def u(self, Z: np.ndarray, block: int = 128) -> np.ndarray:
+        """Latent function at ``Z [n, k]`` (evaluated in blocks of rows to bound memory)."""
+        Z = np.asarray(Z, dtype=np.float64)
         F = self.omega.shape[0]
-        return np.sqrt(2.0 / F) * (np.cos(Z @ self.omega.T + self.b) @ self.w)
+        out = np.empty(Z.shape[0])
+        for i in range(0, Z.shape[0], block):
+            out[i:i + block] = np.cos(Z[i:i + block] @ self.omega.T + self.b) @ self.w
+        return np.sqrt(2.0 / F) * out
 
     def f(self, agent: int, X: np.ndarray) -> np.ndarray:
         """Noise-free ``f_a(X)`` for ``X [n, d]``."""
@@ -122,7 +126,7 @@ class LatentFunction:
 class SyntheticSource(Source):
     """Endless or finite seeded stream of a :class:`SyntheticSpec` (agent keys ``"0"`` ...)."""
 
-    def __init__(self, spec: SyntheticSpec, *, chunk: int = 1024, **kwargs: Any) -> None:
+    def __init__(self, spec: SyntheticSpec, *, chunk: int = 256, **kwargs: Any) -> None:
         super().__init__("synthetic:" + ",".join(f"{k}={v}" for k, v in spec.to_dict().items()
                                                  if v is not None), **kwargs)
         self.spec = spec
