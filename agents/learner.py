@@ -301,19 +301,48 @@ def batch_elbo(
 # torch objective
 # --------------------------------------------------------------------------------------------
 
-_ENC_CACHE: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+
+@dataclass(frozen=True, eq=False)
+class _EncTensors:
+    """Torch views of an encoding, built once per encoding hash.
+
+    ``F`` holds, for each unordered pair ``j <= k`` of inducing inputs (``P = m(m+1)/2``), the
+    features ``[z_j * z_k, z_j + z_k, z_j^2 + z_k^2]`` (shape [P, 3d]) so that
+    ``log Psi_2(x)[j, k] / s^2 = c(x) + coef(x) . F[jk]`` is one [n, 3d] x [3d, P] product
+    (the expansion of :mod:`swarmgp.fusion.psi`); ``pair_factor`` is 1 on the diagonal and 2
+    off it, because ``sum_jk A_jk Psi_2[j, k] = sum_{j<=k} pair_factor A_jk Psi_2[j, k]``.
+    """
+
+    Z: torch.Tensor  # [m, d]
+    Z2: torch.Tensor  # [m, d]
+    LT: torch.Tensor  # [m, m], L^T (upper triangular)
+    F: torch.Tensor  # [P, 3d]
+    iu: tuple[torch.Tensor, torch.Tensor]  # row and column indices of the pairs, [P] each
+    pair_factor: torch.Tensor  # [P]
+
+
+_ENC_CACHE: OrderedDict[str, _EncTensors] = OrderedDict()
 _ENC_CACHE_SIZE = 8
 
 
-def _encoding_tensors(encoding: Encoding) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cached torch ``(Z [m, d], Z*Z [m, d], L^T [m, m])`` of an encoding, keyed by its hash."""
+def _encoding_tensors(encoding: Encoding) -> _EncTensors:
+    """Cached torch tensors of an encoding (:class:`_EncTensors`), keyed by its hash."""
     hit = _ENC_CACHE.get(encoding.hash)
     if hit is not None:
         _ENC_CACHE.move_to_end(encoding.hash)
         return hit
-    Z = torch.from_numpy(np.array(encoding.Z, dtype=np.float64))
-    LT = torch.from_numpy(np.ascontiguousarray(encoding.L.T, dtype=np.float64))
-    val = (Z, Z * Z, LT)
+    Zn = np.array(encoding.Z, dtype=np.float64)
+    j, k = np.triu_indices(Zn.shape[0])
+    Fn = np.concatenate([Zn[j] * Zn[k], Zn[j] + Zn[k], Zn[j] ** 2 + Zn[k] ** 2], axis=1)  # [P, 3d]
+    Z = torch.from_numpy(Zn)
+    val = _EncTensors(
+        Z=Z,
+        Z2=Z * Z,
+        LT=torch.from_numpy(np.ascontiguousarray(encoding.L.T, dtype=np.float64)),
+        F=torch.from_numpy(np.ascontiguousarray(Fn)),
+        iu=(torch.from_numpy(j), torch.from_numpy(k)),
+        pair_factor=torch.from_numpy(np.where(j == k, 1.0, 2.0)),
+    )
     _ENC_CACHE[encoding.hash] = val
     while len(_ENC_CACHE) > _ENC_CACHE_SIZE:
         _ENC_CACHE.popitem(last=False)
@@ -323,15 +352,20 @@ def _encoding_tensors(encoding: Encoding) -> tuple[torch.Tensor, torch.Tensor, t
 def _fixed_terms_torch(
     encoding: Encoding, mean: np.ndarray, cov: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Torch ``a = L^{-T} mean_v`` [m] and ``A = L^{-T}(mean mean^T + cov - I)L^{-1}``."""
-    _, _, LT = _encoding_tensors(encoding)
+    """Torch ``a = L^{-T} mean_v`` [m] and the pair weights of ``A`` [P].
+
+    ``A = L^{-T}(mean mean^T + cov - I)L^{-1}`` (module docstring); the weights are
+    ``pair_factor * A[j, k]`` over the pairs ``j <= k``.
+    """
+    et = _encoding_tensors(encoding)
     B = np.outer(mean, mean) + cov
     B[np.diag_indices_from(B)] -= 1.0
     Bt = torch.from_numpy(B)
-    T = torch.linalg.solve_triangular(LT, Bt, upper=True)  # L^{-T} B
-    A = torch.linalg.solve_triangular(LT, T.T.contiguous(), upper=True)  # L^{-T} B L^{-1}
-    a = torch.linalg.solve_triangular(LT, torch.from_numpy(mean)[:, None], upper=True)[:, 0]
-    return a, 0.5 * (A + A.T)
+    T = torch.linalg.solve_triangular(et.LT, Bt, upper=True)  # L^{-T} B
+    A = torch.linalg.solve_triangular(et.LT, T.T.contiguous(), upper=True)  # L^{-T} B L^{-1}
+    A = 0.5 * (A + A.T)
+    a = torch.linalg.solve_triangular(et.LT, torch.from_numpy(mean)[:, None], upper=True)[:, 0]
+    return a, A[et.iu] * et.pair_factor
 
 
 def _objective_torch(
@@ -341,16 +375,15 @@ def _objective_torch(
     log_sn: torch.Tensor,
     X: torch.Tensor,
     y: torch.Tensor,
-    Z: torch.Tensor,
-    Z2: torch.Tensor,
+    et: _EncTensors,
     a: torch.Tensor,
-    A: torch.Tensor,
+    w: torch.Tensor,
     n_scale: float,
 ) -> torch.Tensor:
     """``n_scale * L_D - KL(q(W)||p(W))`` as a differentiable torch scalar (digest Sec. 6).
 
-    Shapes: mu, log_sigma [d, d]; log_s, log_sn []; X [n, d]; y [n]; Z, Z2 [m, d]; a [m];
-    A [m, m]. psi-statistics as in :mod:`swarmgp.fusion.psi` (digest Sec. 2.4).
+    Shapes: mu, log_sigma [d, d]; log_s, log_sn []; X [n, d]; y [n]; a [m]; w [P] (pair
+    weights of A). psi-statistics as in :mod:`swarmgp.fusion.psi` (digest Sec. 2.4).
     """
     n = X.shape[0]
     sigma2 = torch.exp(2.0 * log_sigma)
@@ -358,16 +391,14 @@ def _objective_torch(
     v = (X * X) @ sigma2.T  # [n, d]
     # psi_1 / s, expanded so that no [n, m, d] tensor is formed
     a1 = 1.0 + v
-    quad1 = ((nu * nu) / a1).sum(1)[:, None] - 2.0 * (nu / a1) @ Z.T + (1.0 / a1) @ Z2.T
+    quad1 = ((nu * nu) / a1).sum(1)[:, None] - 2.0 * (nu / a1) @ et.Z.T + (1.0 / a1) @ et.Z2.T
     P1 = torch.exp(-0.5 * torch.log(a1).sum(1)[:, None] - 0.5 * quad1)  # [n, m]
-    # Psi_2 / s^2: log = c + g_j + g_k + z_j^T diag(b) z_k
+    # Psi_2 / s^2 over pairs j <= k: log = c + b.(z_j z_k) + g.(z_j + z_k) + h.(z_j^2 + z_k^2)
     a2 = 1.0 + 2.0 * v
     c = -0.5 * torch.log(a2).sum(1) - ((nu * nu) / a2).sum(1)  # [n]
-    G = (nu / a2) @ Z.T - 0.25 * (1.0 + 1.0 / a2) @ Z2.T  # [n, m]
-    b = 0.5 * (1.0 - 1.0 / a2)  # [n, d]
-    E = (Z[None, :, :] * b[:, None, :]) @ Z.T  # [n, m, m]
-    E = E + G[:, :, None] + G[:, None, :] + c[:, None, None]
-    tr = (torch.exp(E) * A).sum()  # sum_x tr(A Psi2(x)) / s^2
+    coef = torch.cat([0.5 * (1.0 - 1.0 / a2), nu / a2, -0.25 * (1.0 + 1.0 / a2)], 1)  # [n, 3d]
+    E = torch.addmm(c[:, None], coef, et.F.T)  # [n, P]
+    tr = (torch.exp(E) @ w).sum()  # sum_x tr(A Psi2(x)) / s^2
     s = torch.exp(log_s)
     sn2 = torch.exp(2.0 * log_sn)
     quad = (y * y).sum() - 2.0 * s * (y @ (P1 @ a)) + n * s * s + s * s * tr
@@ -391,14 +422,14 @@ def _value_and_grad(
     yt: torch.Tensor,
     encoding: Encoding,
     a: torch.Tensor,
-    A: torch.Tensor,
+    w: torch.Tensor,
     n_scale: float,
 ) -> tuple[float, np.ndarray]:
     """Objective value and its gradient, flattened in ``PARAM_NAMES`` order, shape (2d^2+2,)."""
-    Z, Z2, _ = _encoding_tensors(encoding)
+    et = _encoding_tensors(encoding)
     params = _params_torch(hyper)
     mu, log_sigma, log_s, log_sn = params
-    obj = _objective_torch(mu, log_sigma, log_s, log_sn, Xt, yt, Z, Z2, a, A, n_scale)
+    obj = _objective_torch(mu, log_sigma, log_s, log_sn, Xt, yt, et, a, w, n_scale)
     grads = torch.autograd.grad(obj, params)
     g = np.concatenate([gr.detach().numpy().ravel() for gr in grads])
     return float(obj.detach()), g
@@ -428,9 +459,9 @@ def elbo_and_grad(
         ``"mu"`` and ``"log_sigma"`` arrays of shape (d, d), ``"log_s"`` and ``"log_sn"`` floats.
     """
     Xa, ya, mean, cov = _check_inputs(X, y, hyper, encoding, q_mean, q_cov, n_scale)
-    a, A = _fixed_terms_torch(encoding, mean, cov)
+    a, w = _fixed_terms_torch(encoding, mean, cov)
     val, g = _value_and_grad(
-        hyper, torch.from_numpy(Xa), torch.from_numpy(ya), encoding, a, A, float(n_scale)
+        hyper, torch.from_numpy(Xa), torch.from_numpy(ya), encoding, a, w, float(n_scale)
     )
     return val, _unflatten(g, hyper.d)
 
@@ -567,7 +598,7 @@ class Learner:
             )
         ns = float(n_scale)
         n = Xa.shape[0]
-        a, A = _fixed_terms_torch(encoding, mean, cov)
+        a, w = _fixed_terms_torch(encoding, mean, cov)
         Xt, yt = torch.from_numpy(Xa), torch.from_numpy(ya)
         mask = self._mask(d)
         norm = ns * n if c.normalize else 1.0
@@ -581,7 +612,7 @@ class Learner:
         gnorm = float("nan")
         obj = float("nan")
         for k in range(c.steps_per_batch):
-            val, g = _value_and_grad(cur, Xt, yt, encoding, a, A, ns)
+            val, g = _value_and_grad(cur, Xt, yt, encoding, a, w, ns)
             if not (math.isfinite(val) and np.isfinite(g).all()):
                 if k == 0:
                     raise NonFiniteError("learner: the ELBO or its gradient is not finite")
