@@ -45,6 +45,9 @@ class LocalModelConfig:
         Shared initial hyperparameters; None means ``Hyperparameters.initial(d)``.
     learner : dict
         Keyword arguments of ``LearnerConfig``.
+    warm_start : bool
+        If learning, fit an ARD squared-exponential GP (gpytorch) on the first batch and start
+        q(W), s and sigma_n from it, before that batch is encoded.
     """
 
     encoder: Literal["analytic", "importance"] = "analytic"
@@ -53,6 +56,7 @@ class LocalModelConfig:
     stream_batches: int | None = None
     initial: Hyperparameters | None = None
     learner: dict[str, Any] = field(default_factory=dict)
+    warm_start: bool = False
 
 
 class LocalModel:
@@ -119,6 +123,10 @@ class LocalModel:
             Bad batch; the model is left unchanged.
         """
         Xa, ya = check_batch(X, y, self.encoding.d)
+        if self.config.learn and self.config.warm_start and self.batches == 0:
+            from .learner import warm_start
+
+            self.hyper = warm_start(Xa, ya)
         self.encoder.add_batch(Xa, ya, self.hyper)
         self.batches += 1
         if not self.config.learn:

@@ -53,3 +53,14 @@ def test_learning_and_fusion_improve_accuracy():
         post = rmse(_f(Xs), mdl.predict(Xs, fused)[0])
         assert np.isfinite(mdl.hyper.mu).all()
         assert post < local
+
+
+def test_warm_start_sets_hyperparameters_from_first_batch():
+    rng = np.random.default_rng(5)
+    enc = make_encoding(EncodingSpec(d=2, m=20))
+    model = LocalModel(enc, LocalModelConfig(learn=True, warm_start=True), np.random.default_rng(0))
+    X = rng.uniform(-2, 2, size=(40, 2))
+    initial = model.hyper.mu.copy()
+    model.observe(X, _f(X) + 0.05 * rng.normal(size=40))
+    assert not np.allclose(model.hyper.mu, initial)
+    assert np.isfinite(model.predict(X)[0]).all()
