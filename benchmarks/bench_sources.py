@@ -54,8 +54,10 @@ def _generated_csv(n: int = 78_888) -> Path:
         fh.write("station,lon,lat,t,wind_knots\n")
         for i in range(n):
             s = i % 12
-            fh.write(f"S{s},{-10 + s * 0.3:.4f},{52 + s * 0.1:.4f},{i // 12},"
-                     f"{abs(rng.normal(10, 4)):.2f}\n")
+            fh.write(
+                f"S{s},{-10 + s * 0.3:.4f},{52 + s * 0.1:.4f},{i // 12},"
+                f"{abs(rng.normal(10, 4)):.2f}\n"
+            )
     return Path(name)
 
 
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {path} (cpus: {os.cpu_count()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")
     out: dict[str, object] = {"data": str(path), "batch": args.batch}
 
-    out["csv_parse"] = rate("CSV parse -> Observation", lambda: sum(1 for _ in open_source(uri, schema=SCHEMA)))
+    out["csv_parse"] = rate(
+        "CSV parse -> Observation", lambda: sum(1 for _ in open_source(uri, schema=SCHEMA))
+    )
 
     def batched() -> int:
         return sum(len(b) for b in iter_agent_batches(open_source(uri, schema=SCHEMA), args.batch))
@@ -97,17 +101,29 @@ def main(argv: list[str] | None = None) -> int:
         pump.join()
         return n
 
-    out["csv_queue_batcher"] = rate(f"CSV -> bounded queue (1024) -> batcher (S={args.batch})", queued)
+    out["csv_queue_batcher"] = rate(
+        f"CSV -> bounded queue (1024) -> batcher (S={args.batch})", queued
+    )
 
-    cfg = fit_config(FeatureConfig(("lon", "lat", "t"), standardize=True, prefix=5000),
-                     open_source(uri, schema=SCHEMA))
+    cfg = fit_config(
+        FeatureConfig(("lon", "lat", "t"), standardize=True, prefix=5000),
+        open_source(uri, schema=SCHEMA),
+    )
     tr = FeatureTransform(cfg)
 
     def transformed() -> int:
         src = tr(open_source(uri, schema=SCHEMA))
         return sum(len(b) for b in iter_agent_batches(src, args.batch))
 
-    out["csv_transform_batcher"] = rate("CSV -> standardise -> batcher", transformed)
+    out["csv_transform_batcher"] = rate("CSV -> standardise (per obs) -> batcher", transformed)
+
+    def transformed_batches() -> int:
+        src = iter_agent_batches(open_source(uri, schema=SCHEMA), args.batch)
+        return sum(len(b) for b in tr.batches(src))
+
+    out["csv_batcher_transform"] = rate(
+        "CSV -> batcher -> standardise (per batch)", transformed_batches
+    )
 
     try:
         from swarmgp.agents.local_model import LocalModel, LocalModelConfig
@@ -119,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         enc = make_encoding(EncodingSpec(d=3, m=100))
         station = "VAL" if path == REAL else "S0"
         for learn in (False, True):
+
             def modelled(learn: bool = learn) -> int:
-                model = LocalModel(enc, LocalModelConfig(learn=learn),
-                                   np.random.default_rng(0))
-                src = tr(open_source(uri, schema=SCHEMA, keep=agent_filter(key=station)))
+                model = LocalModel(enc, LocalModelConfig(learn=learn), np.random.default_rng(0))
+                src = open_source(uri, schema=SCHEMA, keep=agent_filter(key=station))
                 n = 0
-                for i, b in enumerate(iter_batches(src, args.batch, keep_partial=False)):
+                stream = tr.batches(iter_batches(src, args.batch, keep_partial=False))
+                for i, b in enumerate(stream):
                     if i >= args.model_batches:
                         break
                     model.observe(b.X, b.y)
@@ -132,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
                 return n
 
             key = f"local_model_learn_{'on' if learn else 'off'}"
-            out[key] = rate(f"CSV -> batcher -> LocalModel m=100 learn={'on' if learn else 'off'}"
-                            f" ({args.model_batches} batches)", modelled, reps=1)
+            out[key] = rate(
+                f"CSV -> batcher -> LocalModel m=100 learn={'on' if learn else 'off'}"
+                f" ({args.model_batches} batches)",
+                modelled,
+                reps=1,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     if path != REAL:

@@ -74,8 +74,9 @@ class CsvSource(Source):
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    self._bad(BadRowError("malformed", str(exc), origin=self.path,
-                                          line=reader.line_num))
+                    self._bad(
+                        BadRowError("malformed", str(exc), origin=self.path, line=reader.line_num)
+                    )
                     continue
                 if not row:
                     continue

@@ -47,8 +47,12 @@ def decode_payload(
     """
     o = parser.origin
     if len(payload) > MAX_PAYLOAD:
-        raise BadRowError("malformed", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}",
-                          origin=o, line=line)
+        raise BadRowError(
+            "malformed",
+            f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}",
+            origin=o,
+            line=line,
+        )
     try:
         row: Any = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError:

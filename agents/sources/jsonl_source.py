@@ -76,8 +76,12 @@ class JsonlSource(Source):
                 try:
                     row = json.loads(text)
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise BadRowError("malformed", f"invalid JSON: {exc.msg if hasattr(exc, 'msg') else exc}",
-                                      origin=self.origin, line=lineno) from None
+                    raise BadRowError(
+                        "malformed",
+                        f"invalid JSON: {exc.msg if hasattr(exc, 'msg') else exc}",
+                        origin=self.origin,
+                        line=lineno,
+                    ) from None
                 obs = parser.parse_mapping(row, lineno)
             except BadRowError as err:
                 self._bad(err)

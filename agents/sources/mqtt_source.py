@@ -151,7 +151,10 @@ class MqttSource(Source):
             except QueueClosed:
                 return
             if not items:
-                if self.idle_timeout_s is not None and time.monotonic() - last > self.idle_timeout_s:
+                if (
+                    self.idle_timeout_s is not None
+                    and time.monotonic() - last > self.idle_timeout_s
+                ):
                     return
                 continue
             last = time.monotonic()

@@ -163,8 +163,12 @@ class BoundedQueue(Generic[T]):
         """Snapshot of the counters."""
         with self._lock:
             return {
-                "queued": len(self._items), "put": self.n_put, "got": self.n_got,
-                "dropped": self.dropped, "blocked": self.blocked, "high_water": self.high_water,
+                "queued": len(self._items),
+                "put": self.n_put,
+                "got": self.n_got,
+                "dropped": self.dropped,
+                "blocked": self.blocked,
+                "high_water": self.high_water,
             }
 
 
@@ -208,7 +212,10 @@ class SourcePump(threading.Thread):
 
 
 async def aiter_source(
-    source: Iterable[T], maxsize: int = 1024, policy: str = "block", chunk: int = 256,
+    source: Iterable[T],
+    maxsize: int = 1024,
+    policy: str = "block",
+    chunk: int = 256,
     poll_s: float = 0.05,
 ) -> AsyncIterator[T]:
     """Async iteration over a blocking source: a :class:`SourcePump` thread feeds a bounded

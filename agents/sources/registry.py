@@ -149,9 +149,16 @@ def open_source(
             u = cfg.pop("uri")
         except KeyError:
             raise SourceConfigError("source config needs a 'uri'") from None
-        kw: dict[str, Any] = dict(schema=schema, speed=speed, time_unit_s=time_unit_s,
-                                  clock=clock, sleep=sleep, keep=keep, on_bad=on_bad,
-                                  stream=stream)
+        kw: dict[str, Any] = dict(
+            schema=schema,
+            speed=speed,
+            time_unit_s=time_unit_s,
+            clock=clock,
+            sleep=sleep,
+            keep=keep,
+            on_bad=on_bad,
+            stream=stream,
+        )
         kw = {k: v for k, v in kw.items() if v is not None}
         cfg.update(kw)
         cfg.update(options)
@@ -184,8 +191,9 @@ def open_source(
         from .csv_source import CsvSource
 
         if schema is None:
-            raise SourceConfigError("csv: sources need a schema (or agent/time/inputs/target "
-                                    "in the URI query)")
+            raise SourceConfigError(
+                "csv: sources need a schema (or agent/time/inputs/target in the URI query)"
+            )
         return CsvSource(target, schema, **common, **options)
     if scheme == "jsonl":
         from .jsonl_source import JsonlSource

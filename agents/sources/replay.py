@@ -28,7 +28,9 @@ def parse_speed(speed: float | str | None) -> float | None:
         try:
             value = float(s)
         except ValueError:
-            raise SourceConfigError(f"replay speed {speed!r}: expected 'max' or e.g. '10x'") from None
+            raise SourceConfigError(
+                f"replay speed {speed!r}: expected 'max' or e.g. '10x'"
+            ) from None
     else:
         value = float(speed)
     if not value > 0 or value == float("inf"):

@@ -94,13 +94,14 @@ class ColumnSchema:
 
 def _num(value: Any, column: str, origin: str, line: int | None) -> float:
     if value is None or (isinstance(value, str) and value.strip() == ""):
-        raise BadRowError(
-            "missing_value", "empty value", origin=origin, line=line, column=column
-        )
+        raise BadRowError("missing_value", "empty value", origin=origin, line=line, column=column)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise BadRowError(
-            "non_numeric", f"{type(value).__name__} value {value!r}",
-            origin=origin, line=line, column=column,
+            "non_numeric",
+            f"{type(value).__name__} value {value!r}",
+            origin=origin,
+            line=line,
+            column=column,
         )
     try:
         v = float(value)
@@ -109,9 +110,7 @@ def _num(value: Any, column: str, origin: str, line: int | None) -> float:
             "non_numeric", f"value {value!r}", origin=origin, line=line, column=column
         ) from None
     if not math.isfinite(v):
-        raise BadRowError(
-            "non_finite", f"value {value!r}", origin=origin, line=line, column=column
-        )
+        raise BadRowError("non_finite", f"value {value!r}", origin=origin, line=line, column=column)
     return v
 
 
@@ -133,13 +132,17 @@ class RowParser:
         self.origin = origin
         self.d: int | None = schema.d
 
-    def _finish(self, agent: str, t: float, xs: list[float], y: float, line: int | None) -> Observation:
+    def _finish(
+        self, agent: str, t: float, xs: list[float], y: float, line: int | None
+    ) -> Observation:
         if self.d is None:
             self.d = len(xs)
         elif len(xs) != self.d:
             raise BadRowError(
-                "wrong_dimension", f"{len(xs)} inputs, expected {self.d}",
-                origin=self.origin, line=line,
+                "wrong_dimension",
+                f"{len(xs)} inputs, expected {self.d}",
+                origin=self.origin,
+                line=line,
             )
         x = np.array(xs, dtype=np.float64)
         x.flags.writeable = False
@@ -178,7 +181,9 @@ class RowParser:
             v = row[col]
             if isinstance(v, (list, tuple)):
                 if not v:
-                    raise BadRowError("missing_value", "empty list", origin=o, line=line, column=col)
+                    raise BadRowError(
+                        "missing_value", "empty list", origin=o, line=line, column=col
+                    )
                 xs.extend(_num(e, col, o, line) for e in v)
             else:
                 xs.append(_num(v, col, o, line))
@@ -220,15 +225,18 @@ class PositionalParser:
             raise BadRowError(
                 "missing_column",
                 f"row has {len(row)} fields, header has {self.n_cols}",
-                origin=o, line=line, column=missing[0] if missing else None,
+                origin=o,
+                line=line,
+                column=missing[0] if missing else None,
             )
         if self.i_agent is None:
             agent = s.default_agent
         else:
             agent = row[self.i_agent].strip()
             if not agent:
-                raise BadRowError("missing_value", "empty agent key", origin=o, line=line,
-                                  column=s.agent)
+                raise BadRowError(
+                    "missing_value", "empty agent key", origin=o, line=line, column=s.agent
+                )
         t = _num(row[self.i_time], s.time, o, line)
         xs = [_num(row[i], c, o, line) for i, c in self.i_inputs]
         y = _num(row[self.i_target], s.target, o, line)

@@ -87,8 +87,10 @@ def split_table_stream(
         idx = [assign(o) for o in rows]
         keys: list[list[str]] = [[] for _ in range(n_agents)]
     else:
-        m = dict(mapping) if mapping is not None else station_mapping(
-            (o.agent for o in rows), n_agents
+        m = (
+            dict(mapping)
+            if mapping is not None
+            else station_mapping((o.agent for o in rows), n_agents)
         )
         n_agents = max(m.values()) + 1 if n_agents is None else n_agents
         if any(not 0 <= v < n_agents for v in m.values()):

@@ -85,7 +85,9 @@ class SyntheticSpec:
             try:
                 kw[name] = int(value) if "int" in str(typ) else float(value)
             except ValueError:
-                raise SourceConfigError(f"synthetic: option {key}={value!r} is not a number") from None
+                raise SourceConfigError(
+                    f"synthetic: option {key}={value!r} is not a number"
+                ) from None
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,10 +106,12 @@ class LatentFunction:
         self.b = rng.uniform(0.0, 2 * np.pi, spec.n_features)
         self.w = rng.standard_normal(spec.n_features)
         eye = np.eye(k, spec.d)
-        self.W = np.stack([
-            eye + spec.spread * rng.standard_normal((k, spec.d)) / np.sqrt(spec.d)
-            for _ in range(spec.n_agents)
-        ])
+        self.W = np.stack(
+            [
+                eye + spec.spread * rng.standard_normal((k, spec.d)) / np.sqrt(spec.d)
+                for _ in range(spec.n_agents)
+            ]
+        )
 
     def u(self, Z: np.ndarray, block: int = 128) -> np.ndarray:
         """Latent function at ``Z [n, k]`` (evaluated in blocks of rows to bound memory)."""
@@ -115,7 +119,7 @@ class LatentFunction:
         F = self.omega.shape[0]
         out = np.empty(Z.shape[0])
         for i in range(0, Z.shape[0], block):
-            out[i:i + block] = np.cos(Z[i:i + block] @ self.omega.T + self.b) @ self.w
+            out[i : i + block] = np.cos(Z[i : i + block] @ self.omega.T + self.b) @ self.w
         return np.sqrt(2.0 / F) * out
 
     def f(self, agent: int, X: np.ndarray) -> np.ndarray:
@@ -127,8 +131,10 @@ class SyntheticSource(Source):
     """Endless or finite seeded stream of a :class:`SyntheticSpec` (agent keys ``"0"`` ...)."""
 
     def __init__(self, spec: SyntheticSpec, *, chunk: int = 256, **kwargs: Any) -> None:
-        super().__init__("synthetic:" + ",".join(f"{k}={v}" for k, v in spec.to_dict().items()
-                                                 if v is not None), **kwargs)
+        super().__init__(
+            "synthetic:" + ",".join(f"{k}={v}" for k, v in spec.to_dict().items() if v is not None),
+            **kwargs,
+        )
         self.spec = spec
         self.truth = LatentFunction(spec)
         self.chunk = int(chunk)

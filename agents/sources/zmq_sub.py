@@ -107,7 +107,10 @@ class ZmqSubSource(Source):
         n = 0
         while not self._stop.is_set():
             if not poller.poll(int(self.poll_s * 1000)):
-                if self.idle_timeout_s is not None and time.monotonic() - last > self.idle_timeout_s:
+                if (
+                    self.idle_timeout_s is not None
+                    and time.monotonic() - last > self.idle_timeout_s
+                ):
                     return
                 continue
             frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -116,8 +119,12 @@ class ZmqSubSource(Source):
             topic = frames[0].decode("utf-8", "replace") if len(frames) > 1 else ""
             try:
                 if len(frames) > 2:
-                    raise BadRowError("malformed", f"{len(frames)} frames, expected 1 or 2",
-                                      origin=self.uri, line=n)
+                    raise BadRowError(
+                        "malformed",
+                        f"{len(frames)} frames, expected 1 or 2",
+                        origin=self.uri,
+                        line=n,
+                    )
                 got = decode_payload(frames[-1], parser, default_agent=topic or None, line=n)
             except BadRowError as err:
                 self._bad(err)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from swarmgp.agents.sources import ColumnSchema, Observation
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -19,20 +18,20 @@ def make_rows(n: int = 60, seed: int = 3) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        rows.append({
-            "station": f"S{i % 3}",
-            "t": float(i) * 0.25,
-            "x1": float(rng.normal()),
-            "x2": float(rng.normal()),
-            "y": float(rng.normal()),
-        })
+        rows.append(
+            {
+                "station": f"S{i % 3}",
+                "t": float(i) * 0.25,
+                "x1": float(rng.normal()),
+                "x2": float(rng.normal()),
+                "y": float(rng.normal()),
+            }
+        )
     return rows
 
 
 def expected(rows: list[dict]) -> list[Observation]:
-    return [
-        Observation(r["station"], r["t"], np.array([r["x1"], r["x2"]]), r["y"]) for r in rows
-    ]
+    return [Observation(r["station"], r["t"], np.array([r["x1"], r["x2"]]), r["y"]) for r in rows]
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from sources_helpers import expected, json_line, make_rows
-
 from swarmgp.agents.sources import ColumnSchema, Observation, control_payload, open_source
 
 pytestmark = pytest.mark.timeout(60)
@@ -67,12 +66,10 @@ def test_zmq_pub_sub_delivers_in_order_and_rejects_bad_payloads() -> None:
     pub.setsockopt(zmq.LINGER, 0)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     rows = make_rows(40)
-    src = open_source(f"zmq+sub://127.0.0.1:{port}/sensors", context=ctx,
-                      idle_timeout_s=DEADLINE_S)
+    src = open_source(f"zmq+sub://127.0.0.1:{port}/sensors", context=ctx, idle_timeout_s=DEADLINE_S)
     try:
         got, th, errors = _consume(src)
-        _handshake(lambda: pub.send_multipart([b"sensors", control_payload("sync")]),
-                   src.synced)  # type: ignore[attr-defined]
+        _handshake(lambda: pub.send_multipart([b"sensors", control_payload("sync")]), src.synced)  # type: ignore[attr-defined]
         pub.send_multipart([b"other", json_line(rows[0]).encode()])  # not subscribed
         for i, r in enumerate(rows):
             pub.send_multipart([b"sensors/" + r["station"].encode(), json_line(r).encode()])
@@ -100,12 +97,12 @@ def test_zmq_topic_names_the_agent() -> None:
     pub.setsockopt(zmq.LINGER, 0)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     schema = ColumnSchema(agent=None, time="t", inputs=("x",), target="y")
-    src = open_source(f"zmq+sub://127.0.0.1:{port}/", schema=schema, context=ctx,
-                      idle_timeout_s=DEADLINE_S)
+    src = open_source(
+        f"zmq+sub://127.0.0.1:{port}/", schema=schema, context=ctx, idle_timeout_s=DEADLINE_S
+    )
     try:
         got, th, errors = _consume(src)
-        _handshake(lambda: pub.send_multipart([b"s", control_payload("sync")]),
-                   src.synced)  # type: ignore[attr-defined]
+        _handshake(lambda: pub.send_multipart([b"s", control_payload("sync")]), src.synced)  # type: ignore[attr-defined]
         pub.send_multipart([b"buoy7", b'{"t": 1, "x": [0.5], "y": 2}'])
         pub.send_multipart([b"s", control_payload("eos")])
         th.join(DEADLINE_S)
@@ -136,8 +133,9 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     port = _free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + DEADLINE_S
         while True:
@@ -163,15 +161,15 @@ def test_mqtt_broker_delivers_in_order(broker: int) -> None:
 
     rows = make_rows(40)
     schema = ColumnSchema(agent=None, time="t", inputs=("x",), target="y")
-    src = open_source(f"mqtt://127.0.0.1:{broker}/swarm/#", schema=schema,
-                      idle_timeout_s=DEADLINE_S)
+    src = open_source(
+        f"mqtt://127.0.0.1:{broker}/swarm/#", schema=schema, idle_timeout_s=DEADLINE_S
+    )
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", broker)
     pub.loop_start()
     try:
         got, th, errors = _consume(src)
-        _handshake(lambda: pub.publish("swarm/ctl", control_payload("sync"), qos=1),
-                   src.synced)  # type: ignore[attr-defined]
+        _handshake(lambda: pub.publish("swarm/ctl", control_payload("sync"), qos=1), src.synced)  # type: ignore[attr-defined]
         for i, r in enumerate(rows):
             body = {"t": r["t"], "x": [r["x1"], r["x2"]], "y": r["y"]}
             pub.publish(f"swarm/{r['station']}", json.dumps(body), qos=1)

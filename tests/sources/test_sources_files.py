@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sources_helpers import JSON_SCHEMA, SCHEMA, expected, json_line, write_csv, write_jsonl
-
 from swarmgp.agents.sources import (
     BadRowError,
     ColumnSchema,
@@ -117,7 +116,10 @@ def test_csv_bad_rows_counted_and_good_rows_arrive(tmp_path: Path) -> None:
     got = list(src)
     assert [(o.agent, o.t) for o in got] == [("S0", 0.0), ("S2", 7.0)]
     assert dict(src.stats.rejected) == {
-        "missing_column": 1, "non_numeric": 1, "non_finite": 2, "missing_value": 2,
+        "missing_column": 1,
+        "non_numeric": 1,
+        "non_finite": 2,
+        "missing_value": 2,
     }
     assert any("line 4" in m and "'x1'" in m and str(path) in m for m in src.stats.samples)
 
@@ -161,8 +163,12 @@ def test_jsonl_bad_rows_each_kind(tmp_path: Path) -> None:
         {"agent": "b", "t": 9.0, "x": [3.0, 4.0], "y": 2.0},
     ]
     assert dict(src.stats.rejected) == {
-        "malformed": 2, "missing_column": 1, "non_numeric": 2, "non_finite": 2,
-        "wrong_dimension": 1, "missing_value": 2,
+        "malformed": 2,
+        "missing_column": 1,
+        "non_numeric": 2,
+        "non_finite": 2,
+        "wrong_dimension": 1,
+        "missing_value": 2,
     }
     assert src.stats.accepted == 2
 
@@ -174,7 +180,6 @@ def test_declared_dimension_rejects_first_row(tmp_path: Path) -> None:
     src = JsonlSource(path, schema)
     assert [o.t for o in src] == [1.0]
     assert dict(src.stats.rejected) == {"wrong_dimension": 1}
-
 
 
 # --- wholly malformed sources fail fast ---------------------------------------------------
@@ -205,7 +210,9 @@ def test_empty_csv_fails_fast(tmp_path: Path) -> None:
         CsvSource(path, SCHEMA)
 
 
-@pytest.mark.parametrize("uri", ["nope:x", "csv", "csv:", "zmq+sub:x", "mqtt://", "synthetic:foo=1"])
+@pytest.mark.parametrize(
+    "uri", ["nope:x", "csv", "csv:", "zmq+sub:x", "mqtt://", "synthetic:foo=1"]
+)
 def test_bad_uris(uri: str) -> None:
     with pytest.raises(SourceConfigError):
         open_source(uri, schema=SCHEMA)
@@ -236,8 +243,14 @@ class FakeClock:
 def test_replay_speed_uses_injected_clock(tmp_path: Path, rows: list[dict]) -> None:
     path = write_csv(tmp_path / "a.csv", rows[:9])  # t = 0, 0.25, ..., 2.0 days
     fc = FakeClock()
-    src = open_source(f"csv:{path}", schema=SCHEMA, speed="86400x", time_unit_s=86400,
-                      clock=fc.clock, sleep=fc.sleep)
+    src = open_source(
+        f"csv:{path}",
+        schema=SCHEMA,
+        speed="86400x",
+        time_unit_s=86400,
+        clock=fc.clock,
+        sleep=fc.sleep,
+    )
     got = list(src)
     assert len(got) == 9
     assert fc.sleeps == pytest.approx([0.25] * 8)
@@ -262,7 +275,9 @@ def test_pacer_does_not_sleep_when_behind() -> None:
     assert fc.sleeps == pytest.approx([5.0])
 
 
-@pytest.mark.parametrize("s,v", [(None, None), ("max", None), ("10x", 10.0), (2, 2.0), ("0.5", 0.5)])
+@pytest.mark.parametrize(
+    "s,v", [(None, None), ("max", None), ("10x", 10.0), (2, 2.0), ("0.5", 0.5)]
+)
 def test_parse_speed(s: object, v: float | None) -> None:
     assert parse_speed(s) == v  # type: ignore[arg-type]
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-
 from swarmgp.agents.sources import (
     BadRowError,
     Batcher,
@@ -141,8 +140,13 @@ def test_batches_are_not_overwritten_later() -> None:
 def test_agent_batches_split_interleaved_stream() -> None:
     stream = [_obs("ab"[i % 2], i) for i in range(9)]
     out = [(b.agent, b.t.tolist()) for b in iter_agent_batches(stream, 2)]
-    assert out == [("a", [0.0, 2.0]), ("b", [1.0, 3.0]), ("a", [4.0, 6.0]),
-                   ("b", [5.0, 7.0]), ("a", [8.0])]
+    assert out == [
+        ("a", [0.0, 2.0]),
+        ("b", [1.0, 3.0]),
+        ("a", [4.0, 6.0]),
+        ("b", [5.0, 7.0]),
+        ("a", [8.0]),
+    ]
 
 
 def test_batcher_rejects_wrong_dimension() -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from swarmgp.agents.sources import (
     ColumnSchema,
     FeatureConfig,
@@ -53,8 +52,9 @@ def test_wind_with_shared_seasonal_transform(shared_data: Path) -> None:
         pytest.skip(f"{path} is absent")
     schema = ColumnSchema(agent="station", time="t", inputs=("lon", "lat"), target="wind_knots")
     cfg = fit_config(
-        FeatureConfig(("lon", "lat"), day_of_year=True, time_unit_s=86400.0, standardize=True,
-                      prefix=5000),
+        FeatureConfig(
+            ("lon", "lat"), day_of_year=True, time_unit_s=86400.0, standardize=True, prefix=5000
+        ),
         open_source(f"csv:{path}", schema=schema),
     )
     tr = FeatureTransform(FeatureConfig.from_json(cfg.to_json()))

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sources_helpers import SCHEMA, expected, write_csv
-
 from swarmgp.agents.sources import (
     LatentFunction,
     SourceConfigError,
@@ -66,8 +65,9 @@ def test_split_fewer_agents_than_stations() -> None:
 
 def test_split_random_is_seeded() -> None:
     def run(seed: int) -> list[list[float]]:
-        s = split_table_stream(open_source("synthetic:agents=1,d=1,n=200"), 4, by="random",
-                               seed=seed, batch_size=7)
+        s = split_table_stream(
+            open_source("synthetic:agents=1,d=1,n=200"), 4, by="random", seed=seed, batch_size=7
+        )
         assert sum(s.n_obs) == 200
         return [[float(v) for b in lst for v in b.t] for lst in s]
 
@@ -76,14 +76,16 @@ def test_split_random_is_seeded() -> None:
 
 def test_holdout_stations_and_days() -> None:
     obs = list(open_source("synthetic:agents=6,d=2,n=40,seed=3"))
-    train, test = holdout_split(obs, stations=["0"], n_stations=1, days=[5], day_fraction=0.2,
-                                day_length=1.0, seed=1)
+    train, test = holdout_split(
+        obs, stations=["0"], n_stations=1, days=[5], day_fraction=0.2, day_length=1.0, seed=1
+    )
     assert len(train) + len(test) == len(obs)
     held = {o.agent for o in test if all(p.agent != o.agent for p in train)}
     assert "0" in held and len(held) == 2
     assert all(o.t != 5.0 for o in train)
-    train2, test2 = holdout_split(list(reversed(obs)), stations=["0"], n_stations=1, days=[5],
-                                  day_fraction=0.2, seed=1)
+    train2, test2 = holdout_split(
+        list(reversed(obs)), stations=["0"], n_stations=1, days=[5], day_fraction=0.2, seed=1
+    )
     assert sorted(o.t for o in test2) == sorted(o.t for o in test)
     X, y = to_arrays(test)
     assert X.shape == (len(test), 2) and y.shape == (len(test),)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from swarmgp.agents.sources import (
     FeatureConfig,
     FeatureTransform,
@@ -20,9 +19,15 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def test_config_json_round_trip_and_frozen() -> None:
-    c = FeatureConfig(("lon", "lat", "t"), select=("lon", "lat", "doy_sin", "doy_cos"),
-                      day_of_year=True, time_unit_s=86400.0, standardize=True,
-                      mean=(0, 0, 0, 0), std=(1, 2, 1, 1))
+    c = FeatureConfig(
+        ("lon", "lat", "t"),
+        select=("lon", "lat", "doy_sin", "doy_cos"),
+        day_of_year=True,
+        time_unit_s=86400.0,
+        standardize=True,
+        mean=(0, 0, 0, 0),
+        std=(1, 2, 1, 1),
+    )
     assert FeatureConfig.from_json(c.to_json()) == c
     assert c.d_out == 4 and c.is_fitted
     with pytest.raises(AttributeError):
@@ -85,3 +90,27 @@ def test_fit_on_empty_prefix_fails() -> None:
 def test_unknown_config_keys_rejected() -> None:
     with pytest.raises(SourceConfigError, match="bogus"):
         FeatureConfig.from_dict({"input_names": ["x"], "bogus": 1})
+
+
+def test_batch_transform_equals_per_observation() -> None:
+    from swarmgp.agents.sources import iter_batches
+
+    uri = "synthetic:agents=1,d=2,n=50,seed=3"
+    cfg = FeatureConfig(
+        ("x0", "x1"),
+        select=("x1", "tod_cos"),
+        time_of_day=True,
+        time_unit_s=3600.0,
+        standardize=True,
+        mean=(1.0, 0.5),
+        std=(2.0, 3.0),
+        standardize_y=True,
+        y_mean=0.1,
+        y_std=2.0,
+    )
+    tr = FeatureTransform(cfg)
+    per_obs = list(iter_batches(tr(open_source(uri)), 8))
+    per_batch = list(tr.batches(iter_batches(open_source(uri), 8)))
+    for a, b in zip(per_obs, per_batch, strict=True):
+        np.testing.assert_allclose(a.X, b.X, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(a.y, b.y, rtol=0, atol=1e-14)
