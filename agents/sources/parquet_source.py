@@ -56,8 +56,11 @@ class ParquetSource(Source):
             pf = pq.ParquetFile(self.path)
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise SourceOpenError(self.path, f"not a readable Parquet file: {exc}") from exc
-        self.columns = list(pf.schema_arrow.names)
-        schema.check_header(self.columns, self.path, line=0)
+        try:
+            self.columns = list(pf.schema_arrow.names)
+        finally:
+            pf.close()
+        schema.check_header(self.columns, self.path, line=None)
 
     def _produce(self) -> Iterator[Observation]:
         pq = _pq()

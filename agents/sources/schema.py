@@ -59,7 +59,7 @@ class ColumnSchema:
         cols = ([self.agent] if self.agent else []) + [self.time, *self.inputs, self.target]
         return tuple(dict.fromkeys(cols))
 
-    def check_header(self, header: Sequence[str], origin: str, line: int = 1) -> None:
+    def check_header(self, header: Sequence[str], origin: str, line: int | None = 1) -> None:
         """Fail fast when a header lacks a declared column.
 
         Raises

@@ -50,6 +50,12 @@ class ZmqSubSource(Source):
     ----------
     synced : threading.Event
         Set when the first ``sync`` control message arrived (handshake).
+
+    Notes
+    -----
+    The socket is created by the constructor and then used only by the iterating
+    thread (hand-over is safe; concurrent use is not): iterate from one thread, call
+    :meth:`stop` from any.
     """
 
     def __init__(
