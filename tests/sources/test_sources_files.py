@@ -293,3 +293,20 @@ def test_observation_equality_and_dict() -> None:
     assert a == Observation("s", 1.0, np.array([1.0, 2.0]), 3.0)
     assert a != Observation("s", 1.0, np.array([1.0, 2.5]), 3.0)
     assert a.to_dict() == {"agent": "s", "t": 1.0, "x": [1.0, 2.0], "y": 3.0} and a.d == 2
+
+
+def test_optional_backends_are_imported_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, swarmgp.agents\n"
+        "before = set(sys.modules)\n"
+        "import swarmgp.agents.sources as s\n"
+        "s.open_source('synthetic:n=3')\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(new & {'zmq', 'paho', 'pyarrow'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
