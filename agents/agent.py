@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..fusion.errors import SwarmGPError
-from ..fusion.summary import Summary, fuse, subtract
+from ..fusion.summary import Summary, subtract
+from ..fusion.tree import tree_fused
 from ..protocol.messages import (
     Fuse,
     Goodbye,
@@ -151,6 +152,8 @@ class Agent:
         self._last_hb = -math.inf
         self.started = self.stopped = False
         self.last_observation: float | None = None
+        #: Optional callable adding driver facts (memory, pid, endpoint) to :meth:`status`.
+        self.status_extra: Callable[[], dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -164,8 +167,7 @@ class Agent:
         """The collective model ``R_F(a) = R_a + sum_{k in T(a)} (M_ka - R_0)``."""
         key = (self._gen, tuple(sorted(self._in_gen.items())))
         if self._fused is None or key != self._fused_key:
-            parts = [self._local, *(self._incoming[k][2] for k in sorted(self._incoming))]
-            self._fused = fuse(parts, self.config.m, self.config.encoding_hash)
+            self._fused = tree_fused(self._local, {k: v[2] for k, v in self._incoming.items()})
             self._fused_key = key
         return self._fused
 
@@ -333,6 +335,7 @@ class Agent:
             "fingerprint": fingerprint(f),
             "last_observation": self.last_observation,
             "counters": dict(self.counters),
+            **(self.status_extra() if self.status_extra is not None else {}),
         }
 
     def _status_reply(self, req: StatusRequest) -> StatusReply:
@@ -446,6 +449,7 @@ class Agent:
             # versions come from one monotone counter, so a re-formed edge never reuses one
             version = prev[1] if prev is not None and prev[0] == key else self._next_stamp()
             self._sent[b] = (key, version)
+            # R_F(a) - M_ba + R_0: O(m^2) per message (tree_message would be O(degree m^2))
             inc = self._incoming.get(b)
             M = subtract(fused, inc[2]) if inc is not None else fused
             out.append((b, Fuse(self.id, self.config.incarnation, self._next_seq(), b, version,
