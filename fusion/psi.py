@@ -21,6 +21,7 @@ process regression", NIPS 2013. Hoang et al., COOL-GP, AAAI 2019, eq. (2).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -72,18 +73,47 @@ def psi1(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> np.ndarray:
     return hyper.s * np.exp(log_c[:, None] - 0.5 * quad)
 
 
-def _psi2_logs(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> Iterator[np.ndarray]:
-    """Yield ``log(Psi_2(x) / s^2)`` for chunks of points, arrays of shape (chunk, m, m)."""
+class _Scratch(threading.local):
+    buf: np.ndarray | None = None
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch(shape: tuple[int, int, int]) -> np.ndarray:
+    """A per-thread reusable float64 buffer of ``shape``.
+
+    Fresh (k, m, m) temporaries are large enough for malloc to hand them out by mmap, and the
+    page faults of zeroing them cost several times the arithmetic; one reused buffer avoids it.
+    """
+    need = shape[0] * shape[1] * shape[2]
+    buf = _SCRATCH.buf
+    if buf is None or buf.size < need:
+        buf = _SCRATCH.buf = np.empty(need)
+    return buf[:need].reshape(shape)
+
+
+def _psi2_chunks(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> Iterator[np.ndarray]:
+    """Yield ``Psi_2(x) / s^2`` for chunks of points, shape (chunk, m, m).
+
+    The yielded array is a scratch buffer, overwritten by the next chunk: use it before
+    asking for the next one.
+    """
     nu, v = latent_moments(X, hyper)
     a = 1.0 + 2.0 * v  # [n, d]
     c = -0.5 * np.log(a).sum(1) - ((nu * nu) / a).sum(1)  # [n]
     G = (nu / a) @ Z.T - 0.25 * (1.0 + 1.0 / a) @ (Z * Z).T  # [n, m]
     B = 0.5 * (1.0 - 1.0 / a)  # [n, d]
+    m = Z.shape[0]
     for lo in range(0, X.shape[0], PSI2_CHUNK):
         hi = min(lo + PSI2_CHUNK, X.shape[0])
+        E = _scratch((hi - lo, m, m))
         ZB = Z[None, :, :] * B[lo:hi, None, :]  # [k, m, d]
-        E = ZB @ Z.T  # [k, m, m]
-        E += G[lo:hi, :, None] + G[lo:hi, None, :] + c[lo:hi, None, None]
+        np.matmul(ZB, Z.T, out=E)
+        E += G[lo:hi, :, None]
+        E += G[lo:hi, None, :]
+        E += c[lo:hi, None, None]
+        np.exp(E, out=E)
         yield E
 
 
@@ -102,15 +132,15 @@ def psi2_sum(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> np.ndarray
     """
     m = Z.shape[0]
     out = np.zeros((m, m))
-    for E in _psi2_logs(X, Z, hyper):
-        out += np.exp(E).sum(0)
+    for E in _psi2_chunks(X, Z, hyper):
+        out += E.sum(0)
     out *= hyper.s**2
     return 0.5 * (out + out.T)
 
 
 def psi2_stack(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> np.ndarray:
     """``Psi_2(x_n)`` for each point, shape (n, m, m). Memory n * m^2: for tests and small n."""
-    return hyper.s**2 * np.concatenate([np.exp(E) for E in _psi2_logs(X, Z, hyper)], 0)
+    return hyper.s**2 * np.concatenate([E.copy() for E in _psi2_chunks(X, Z, hyper)], 0)
 
 
 def psi2_quadform(
@@ -129,5 +159,5 @@ def psi2_quadform(
     -------
     ndarray of shape (n,)
     """
-    parts = [np.einsum("njk,jk->n", np.exp(E), Q) for E in _psi2_logs(X, Z, hyper)]
+    parts = [E.reshape(E.shape[0], -1) @ Q.ravel() for E in _psi2_chunks(X, Z, hyper)]
     return hyper.s**2 * np.concatenate(parts) if parts else np.zeros(0)
