@@ -191,9 +191,10 @@ def write_record(rdv: Path, agent_id: int, record: dict[str, Any]) -> None:
 def read_records(rdv: Path, ids: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
     """Published agent records (all, or those of ``ids`` that exist)."""
     out: dict[int, dict[str, Any]] = {}
-    paths = (
-        [rdv / f"agent-{i}.json" for i in ids] if ids is not None else sorted(rdv.glob("agent-*.json"))
-    )
+    if ids is None:
+        paths = sorted(rdv.glob("agent-*.json"))
+    else:
+        paths = [rdv / f"agent-{i}.json" for i in ids]
     for p in paths:
         try:
             rec = json.loads(p.read_text())

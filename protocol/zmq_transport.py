@@ -128,7 +128,9 @@ class ZmqTransport:
             s.connect(endpoint)
         except zmq.ZMQError as e:
             s.close(0)
-            raise TransportError(f"agent {self.agent_id}: cannot connect to {endpoint}: {e}") from None
+            raise TransportError(
+                f"agent {self.agent_id}: cannot connect to {endpoint}: {e}"
+            ) from None
         self._dealers[peer] = (s, endpoint)
 
     def connect_many(self, endpoints: Mapping[int, str]) -> None:

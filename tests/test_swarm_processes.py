@@ -15,8 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import launch  # noqa: E402
 from swarmgp.agents.launcher import LocalSwarm, read_records  # noqa: E402
+
+import launch  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.zmq]
 

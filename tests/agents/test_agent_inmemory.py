@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from swarmgp.protocol.messages import NO_PARENT
-
 from _swarm import Swarm, random_summary, ring
+from swarmgp.protocol.messages import NO_PARENT
 
 pytestmark = pytest.mark.timeout(120)
 
