@@ -165,11 +165,16 @@ class Agent:
     @property
     def fused_summary(self) -> Summary:
         """The collective model ``R_F(a) = R_a + sum_{k in T(a)} (M_ka - R_0)``."""
-        key = (self._gen, tuple(sorted(self._in_gen.items())))
+        key = self.fused_stamp
         if self._fused is None or key != self._fused_key:
             self._fused = tree_fused(self._local, {k: v[2] for k, v in self._incoming.items()})
             self._fused_key = key
         return self._fused
+
+    @property
+    def fused_stamp(self) -> tuple[Any, ...]:
+        """Changes whenever the inputs of :attr:`fused_summary` change (cheap to compare)."""
+        return (self._gen, tuple(sorted(self._in_gen.items())))
 
     @property
     def tree_neighbors(self) -> frozenset[int]:

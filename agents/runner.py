@@ -86,10 +86,16 @@ class _Driver:
         self._nbrs = agent.tree_neighbors
         self._expired = 0
         self.last_obs_wall: float | None = None
+        self.last_fused_change_wall: float | None = None
+        self._stamp: Any = None
 
     def dispatch(self, out: list[Outbound]) -> None:
         for dest, msg in out:
             self.tr.send(dest, msg)
+        stamp = self.agent.fused_stamp
+        if stamp != self._stamp:  # when the collective model last moved (benchmarks use it)
+            self._stamp = stamp
+            self.last_fused_change_wall = time.time()
         self._log_changes()
 
     def _log_changes(self) -> None:
@@ -160,7 +166,8 @@ async def serve(
     d = _Driver(agent, transport, batches, batch_interval_s, status_period_s)
     agent.status_extra = lambda: {"peak_rss_mb": peak_rss_mb(), "pid": os.getpid(),
                                   "endpoint": transport.endpoint,
-                                  "last_observation_wall": d.last_obs_wall}
+                                  "last_observation_wall": d.last_obs_wall,
+                                  "last_fused_change_wall": d.last_fused_change_wall}
     if install_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

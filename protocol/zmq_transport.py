@@ -171,8 +171,12 @@ class ZmqTransport:
         except zmq.ZMQError:
             self.stats["net.send_errors"] += 1
             return True
+        nbytes = sum(memoryview(f).nbytes for f in frames)
+        if d is None:  # a status reply: monitoring traffic, kept apart from protocol cost
+            self.stats["net.status_tx_bytes"] += nbytes
+            return True
         self.stats["net.tx_msgs"] += 1
-        self.stats["net.tx_bytes"] += sum(memoryview(f).nbytes for f in frames)
+        self.stats["net.tx_bytes"] += nbytes
         return True
 
     def flush(self) -> int:
