@@ -100,12 +100,11 @@ def grid(n: int, cols: int | None = None) -> Adjacency:
         raise TopologyError(f"grid: expected cols >= 1, got {cols}")
     edges = []
     for i in range(n):
-        r, k = divmod(i, c)
+        k = i % c
         if k + 1 < c and i + 1 < n:
             edges.append((i, i + 1))
         if i + c < n:
             edges.append((i, i + c))
-        del r
     return from_edges(n, edges)
 
 
@@ -178,7 +177,6 @@ def diameter(adj: Mapping[int, Iterable[int]], exact_limit: int = 2000) -> int:
 
 def _connect_by_closest(pos: np.ndarray, nb: list[set[int]]) -> None:
     """Join components by the shortest link between them, until connected (deterministic)."""
-    n = pos.shape[0]
     while True:
         adj = {i: tuple(s) for i, s in enumerate(nb)}
         comps = components(adj)
@@ -191,7 +189,6 @@ def _connect_by_closest(pos: np.ndarray, nb: list[set[int]]) -> None:
         a, b = int(main[k // rest.size]), int(rest[k % rest.size])
         nb[a].add(b)
         nb[b].add(a)
-        del n
 
 
 def geometric(
