@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swarmgp.agents.launcher import LocalSwarm, read_records  # noqa: E402
+from swarmgp.agents.launcher import LocalSwarm, read_records, resolve_identity  # noqa: E402
 
 import launch  # noqa: E402
 
@@ -110,6 +110,14 @@ def test_graph_with_cycles_converges_and_inner_crash(swarm_factory) -> None:
     assert_exact(sw, ids, replies, err)
     # the tree uses N - 1 edges of the graph
     assert sum(len(r.info["tree_neighbors"]) for r in replies.values()) == 2 * (N - 1)
+    # launch.py status reads the rendezvous dir and prints every agent's state as JSON
+    out = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "status", "--rendezvous", str(sw.dir), "--json"],
+        capture_output=True, timeout=30, check=True,
+    )
+    rows = json.loads(out.stdout)
+    assert sorted(r["id"] for r in rows) == ids
+    assert all(r["n_agents"] == N and r["root"] == 0 and "health" in r for r in rows)
     sw.kill(5)
     survivors = [i for i in ids if i != 5]
     replies, err, _ = sw.wait_consistent(survivors, timeout_s=30)
@@ -158,3 +166,14 @@ def test_launch_local_sigint_leaves_no_process(tmp_path: Path) -> None:
     p.communicate(timeout=30)
     assert p.returncode == 130
     assert all(gone(pid) for pid in pids)
+
+
+def test_identity_from_cluster_environment() -> None:
+    assert resolve_identity(None, None, {"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}) == (
+        3, 8, "slurm")
+    assert resolve_identity(None, None, {"OMPI_COMM_WORLD_RANK": "1",
+                                         "OMPI_COMM_WORLD_SIZE": "4"}) == (1, 4, "openmpi")
+    assert resolve_identity(None, None, {"RANK": "2", "WORLD_SIZE": "5"}) == (2, 5, "torchrun")
+    assert resolve_identity(7, 9, {"RANK": "2"}) == (7, 9, "flags")
+    with pytest.raises(ValueError, match="agent id unknown"):
+        resolve_identity(None, None, {})
