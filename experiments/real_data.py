@@ -316,6 +316,7 @@ def run_demo(
     inducing: int = 50,
     max_test: int = 2000,
     sgpr_iters: int = 150,
+    learn: bool = True,
     baselines: Sequence[str] = ("local", "oracle", "gpoe", "rbcm", "dpitc", "sgpr_pooled"),
 ) -> dict[str, Any]:
     """Build the streams and run one simulated swarm; return the simulator's report.
@@ -335,6 +336,9 @@ def run_demo(
     max_test : int
     sgpr_iters : int
         Adam iterations of the centralized SGPR baseline.
+    learn : bool
+        Agents learn their hyperparameters online (False: all keep the shared initial ones,
+        so the fused model equals the dPITC-like server sum).
     baselines : sequence of str
         Passed to :class:`SimSettings`.
 
@@ -359,7 +363,7 @@ def run_demo(
         batches=nb,
         batch_size=DATASETS[dataset].batch_size,
         seed=seed,
-        learn=True,
+        learn=learn,
         data=f"csv:{DATASETS[dataset].file}",
         dim=streams.d,
         n_test=streams.X_test.shape[0],
@@ -493,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--inducing", type=int, default=50)
     p.add_argument("--max-test", type=int, default=2000)
     p.add_argument("--sgpr-iters", type=int, default=150)
+    p.add_argument(
+        "--no-learn", action="store_true", help="keep the shared initial hyperparameters"
+    )
     a = p.parse_args(argv)
     data_dir = a.data_dir or default_data_dir()
     if not data_dir.is_dir():
@@ -509,10 +516,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         inducing=a.inducing,
         max_test=a.max_test,
         sgpr_iters=a.sgpr_iters,
+        learn=not a.no_learn,
     )
     print(format_table(report))
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = f"real_{a.dataset}_{a.task}_s{a.seed}"
+    stem = f"real_{a.dataset}_{a.task}_s{a.seed}" + ("_nolearn" if a.no_learn else "")
     (a.out / f"{stem}.json").write_text(json.dumps(_jsonable(report), indent=1))
     plot(report, a.out / f"{stem}.png")
     print(f"wrote {a.out / (stem + '.json')} and {a.out / (stem + '.png')}")
