@@ -42,6 +42,11 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--agent-column", metavar="COL", help="CSV column naming the agent")
     d.add_argument("--inputs", metavar="A,B,...", help="CSV input columns")
     d.add_argument("--target", metavar="COL", help="CSV target column")
+    d.add_argument("--time-column", default="t", metavar="COL", help="time column (default t)")
+    d.add_argument("--holdout-every", type=int, default=10, metavar="K",
+                   help="real agents: rows with int(t) %% K == 0 are held-out days for scoring")
+    d.add_argument("--features", metavar="FILE",
+                   help="real agents: declared FeatureConfig JSON shared by the swarm")
     p.add_argument("--report", metavar="PATH", help="write the JSON run report here")
 
 

@@ -237,9 +237,16 @@ def agent_main(args: argparse.Namespace) -> int:
             adjacency = make_adjacency(args.topology, world, args.seed)
         nbrs = tuple(adjacency.get(agent_id, ()))
     task = SyntheticTask(args.seed, d=args.dim)
+    data_cfg = None
     if args.data != "synthetic":
-        raise LaunchError(f"agent: --data {args.data!r} is not supported by agent processes yet")
-    enc = make_encoding(EncodingSpec(d=task.d, m=args.inducing, seed=args.seed))
+        from .data_feed import swarm_data_config
+
+        if rdv is not None and (rdv / "swarm.json").exists():
+            data_cfg = json.loads((rdv / "swarm.json").read_text()).get("data")
+        if data_cfg is None:  # no launcher declared it: derive it as every agent would
+            data_cfg = swarm_data_config(args, world)
+    d_in = data_cfg["d"] if data_cfg is not None else task.d
+    enc = make_encoding(EncodingSpec(d=d_in, m=args.inducing, seed=args.seed))
     model = LocalModel(
         enc,
         LocalModelConfig(
@@ -276,7 +283,14 @@ def agent_main(args: argparse.Namespace) -> int:
         for item in args.connect.split(","):
             pid, _, ep = item.partition("=")
             transport.connect(int(pid), ep)
-    batches = task.batches(agent_id, world or 1, args.batches, args.batch_size)
+    if data_cfg is not None:
+        from .data_feed import DataFeed
+
+        batches: Any = DataFeed(
+            data_cfg, agent_id, args.batch_size, args.batches if args.batches > 0 else None
+        )
+    else:
+        batches = task.batches(agent_id, world or 1, args.batches, args.batch_size)
     if args.loss > 0:
         _inject_loss(transport, args.loss, np.random.default_rng([args.seed, agent_id, 8]))
     return run(agent, transport, batches=batches, batch_interval_s=args.batch_interval,
@@ -502,10 +516,24 @@ def local_main(args: argparse.Namespace) -> int:
         adjacency = make_adjacency(args.topology, args.agents, args.seed)
         topo = args.topology
     n = len(adjacency)
+    data_cfg = None
     if args.data != "synthetic":
-        raise LaunchError("local: only --data synthetic is supported for agent processes so far")
+        from .data_feed import swarm_data_config
+
+        progress(f"reading {args.data} once to declare the swarm's data config")
+        data_cfg = swarm_data_config(args, n)
+        n_sensors = len(data_cfg["sensors"])
+        if n_sensors < n:  # one agent per sensor at most: every agent must have data
+            progress(f"{n_sensors} sensors: running {n_sensors} agents instead of {n}")
+            adjacency = make_adjacency(args.topology, n_sensors, args.seed)
+            n = n_sensors
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="swarmgp-"))
     swarm = LocalSwarm(args, adjacency, workdir)
+    if data_cfg is not None:
+        sw_path = workdir / "swarm.json"
+        sw = json.loads(sw_path.read_text())
+        sw["data"] = data_cfg
+        sw_path.write_text(json.dumps(sw))
     stop_now = {"sig": None}
 
     def on_signal(sig: int, _frame: Any) -> None:
@@ -521,18 +549,32 @@ def local_main(args: argparse.Namespace) -> int:
         last_obs = max((r.info.get("last_observation_wall") or t0) for r in replies.values())
         progress(f"consistent: max rel err {err:.2e}, {t_cons - t0:.2f} s after launch")
         task = SyntheticTask(args.seed, d=args.dim)
-        Xt, _ = task.test_set(0, args.test_points)
+        y_scale = 1.0  # scores are reported in the target's own units
+        if data_cfg is not None:
+            from .data_feed import held_out_rows
+
+            Xt, yt_shared, _ = held_out_rows(data_cfg, args.test_points, args.seed)
+            y_scale = float(data_cfg["features"].get("y_std") or 1.0)
+        else:
+            Xt, _ = task.test_set(0, args.test_points)
         exact = exact_sum([replies[i].local for i in sorted(replies)])
         preds = swarm.status(sorted(replies), timeout_s=10.0, X=Xt, summary=exact)
         if set(preds) != set(replies):
             raise LaunchError("some agents did not answer the prediction query")
         m_loc, m_fus, m_orc = [], [], []
+
+        def score(yt: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
+            return (
+                y_scale * rmse(yt, mean),
+                nlpd(yt, mean, var) + float(np.log(y_scale)),
+            )
+
         for i, r in sorted(preds.items()):
-            _, yt = task.test_set(i, args.test_points)
+            yt = yt_shared if data_cfg is not None else task.test_set(i, args.test_points)[1]
             p = r.predictions
-            m_loc.append((rmse(yt, p["mean_local"]), nlpd(yt, p["mean_local"], p["var_local"])))
-            m_fus.append((rmse(yt, p["mean_fused"]), nlpd(yt, p["mean_fused"], p["var_fused"])))
-            m_orc.append((rmse(yt, p["mean_given"]), nlpd(yt, p["mean_given"], p["var_given"])))
+            m_loc.append(score(yt, p["mean_local"], p["var_local"]))
+            m_fus.append(score(yt, p["mean_fused"], p["var_fused"]))
+            m_orc.append(score(yt, p["mean_given"], p["var_given"]))
         final = swarm.status(sorted(replies), timeout_s=5.0)
         counters = [r.info.get("counters", {}) for r in final.values()]
         rss = [float(r.info.get("peak_rss_mb", 0.0)) for r in final.values()]

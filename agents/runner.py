@@ -25,6 +25,7 @@ import numpy as np
 
 from ..protocol.zmq_transport import ZmqTransport
 from .agent import Agent, Outbound
+from .data_feed import NOT_READY
 
 __all__ = ["configure_threads", "run", "serve", "setup_logging"]
 
@@ -65,6 +66,10 @@ def setup_logging(agent_id: int, incarnation: int, path: str | None, level: str 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+#: How often the runner polls a live data source that had no full batch ready.
+DATA_POLL_S = 0.02
 
 
 class _Driver:
@@ -124,6 +129,8 @@ class _Driver:
                 if b is None:
                     batches_left = False
                     log.info("event=data_done n_obs=%d", a.local_summary.n_obs)
+                elif b is NOT_READY:  # a live source has no full batch yet: poll again soon
+                    next_batch = t + DATA_POLL_S
                 else:
                     self.dispatch(a.observe(b[0], b[1], t))
                     self.last_obs_wall = time.time()
