@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from swarmgp.agents.data_feed import NOT_READY, DataFeed, held_out_rows, swarm_data_config
 from swarmgp.agents.sources.errors import SourceConfigError
 
