@@ -317,7 +317,8 @@ def _run(
             sw.series.append({
                 "t": now, "batches": k, "rmse_local": sc.mean("rmse_local"),
                 "rmse_fused": sc.mean("rmse_fused"), "nlpd_local": sc.mean("nlpd_local"),
-                "nlpd_fused": sc.mean("nlpd_fused"),
+                "nlpd_fused": sc.mean("nlpd_fused"), "ids": sc.ids,
+                "per_agent_local": sc.rmse_local, "per_agent_fused": sc.rmse_fused,
             })
         return fn
 
