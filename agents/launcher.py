@@ -621,10 +621,12 @@ def local_main(args: argparse.Namespace) -> int:
         progress(f"error: {e}")
         return 1
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for s in old:  # stopping the agents must not itself be interrupted
+            signal.signal(s, signal.SIG_IGN)
         swarm.stop()
         progress(f"stopped {len(swarm.all_procs)} agent processes")
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 # --------------------------------------------------------------------------- status

@@ -153,8 +153,8 @@ def test_launch_local_report_and_no_orphans(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(90)
 def test_launch_local_sigint_leaves_no_process(tmp_path: Path) -> None:
-    # a long batch interval keeps the swarm from finishing before we interrupt it
-    p = _run_local(tmp_path, ["--batch-interval", "100", "--timeout", "60"])
+    # a tolerance no swarm can meet keeps it waiting until we interrupt it
+    p = _run_local(tmp_path, ["--batch-interval", "100", "--timeout", "60", "--tol", "-1"])
     deadline = time.monotonic() + 60
     recs = {}
     while time.monotonic() < deadline and len(recs) < 4:
