@@ -26,27 +26,45 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--topology", choices=TOPOLOGIES, default="ring", help="neighbour graph")
     t.add_argument("--peers", metavar="FILE", help="neighbour graph from a peers file")
     g.add_argument("--inducing", type=int, default=50, metavar="m", help="inducing inputs m")
-    g.add_argument("--samples", type=int, default=20, metavar="M",
-                   help="samples of W for the importance encoder")
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=20,
+        metavar="M",
+        help="samples of W for the importance encoder",
+    )
     g.add_argument("--batches", type=int, default=5, metavar="B", help="batches per agent")
     g.add_argument("--batch-size", type=int, default=50, metavar="S", help="batch size")
-    g.add_argument("--loss", type=float, default=0.0, metavar="p",
-                   help="probability of dropping each message")
+    g.add_argument(
+        "--loss", type=float, default=0.0, metavar="p", help="probability of dropping each message"
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    g.add_argument("--no-learn", action="store_true",
-                   help="freeze hyperparameters at their shared initial values")
+    g.add_argument(
+        "--no-learn",
+        action="store_true",
+        help="freeze hyperparameters at their shared initial values",
+    )
     g.add_argument("--plot", metavar="PATH", help="write a plot here")
     d = p.add_argument_group("data")
-    d.add_argument("--data", default="synthetic", metavar="URI",
-                   help="synthetic (default) or csv:PATH")
+    d.add_argument(
+        "--data", default="synthetic", metavar="URI", help="synthetic (default) or csv:PATH"
+    )
     d.add_argument("--agent-column", metavar="COL", help="CSV column naming the agent")
     d.add_argument("--inputs", metavar="A,B,...", help="CSV input columns")
     d.add_argument("--target", metavar="COL", help="CSV target column")
     d.add_argument("--time-column", default="t", metavar="COL", help="time column (default t)")
-    d.add_argument("--holdout-every", type=int, default=10, metavar="K",
-                   help="real agents: rows with int(t) %% K == 0 are held-out days for scoring")
-    d.add_argument("--features", metavar="FILE",
-                   help="real agents: declared FeatureConfig JSON shared by the swarm")
+    d.add_argument(
+        "--holdout-every",
+        type=int,
+        default=10,
+        metavar="K",
+        help="real agents: rows with int(t) %% K == 0 are held-out days for scoring",
+    )
+    d.add_argument(
+        "--features",
+        metavar="FILE",
+        help="real agents: declared FeatureConfig JSON shared by the swarm",
+    )
     p.add_argument("--report", metavar="PATH", help="write the JSON run report here")
 
 
@@ -55,10 +73,20 @@ def _add_process_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("agent processes")
     g.add_argument("--encoder", choices=("analytic", "importance"), default="analytic")
     g.add_argument("--dim", type=int, default=2, help="input dimension of synthetic data")
-    g.add_argument("--heartbeat", type=float, default=0.1, metavar="S",
-                   help="beacon period in seconds (timeouts are 6 beacons)")
-    g.add_argument("--batch-interval", type=float, default=0.0, metavar="S",
-                   help="seconds between an agent's batches (0: all at start)")
+    g.add_argument(
+        "--heartbeat",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="beacon period in seconds (timeouts are 6 beacons)",
+    )
+    g.add_argument(
+        "--batch-interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds between an agent's batches (0: all at start)",
+    )
     g.add_argument("--log-level", default="INFO")
 
 
@@ -73,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local", help="run a real swarm of agent processes on this machine")
     add_common_options(local)
     _add_process_options(local)
-    local.add_argument("--timeout", type=float, default=120.0,
-                       help="seconds to wait for consistency")
+    local.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for consistency"
+    )
     local.add_argument("--start-timeout", type=float, default=60.0)
     local.add_argument("--tol", type=float, default=1e-9, help="consistency tolerance")
     local.add_argument("--test-points", type=int, default=200)
@@ -89,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--rendezvous-timeout", type=float, default=60.0)
     agent.add_argument("--neighbors", metavar="I,J,...", help="neighbour ids (overrides graphs)")
     agent.add_argument("--connect", metavar="ID=EP,...", help="explicit neighbour endpoints")
-    agent.add_argument("--bind", default="tcp://127.0.0.1:*",
-                       help="ROUTER bind address (tcp://*:* on a cluster)")
+    agent.add_argument(
+        "--bind", default="tcp://127.0.0.1:*", help="ROUTER bind address (tcp://*:* on a cluster)"
+    )
     agent.add_argument("--advertise-host", help="host name peers use to reach this agent")
     agent.add_argument("--log-file", help="log here instead of stderr")
 

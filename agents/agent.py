@@ -257,8 +257,9 @@ class Agent:
             # a new life of the peer: forget its old tree state and message, greet it
             self.tree.forget(s)
             self._forget_message(s)
-            out.append((s, Hello(self.id, self.config.incarnation, self._next_seq(),
-                                 self.config.endpoint)))
+            out.append(
+                (s, Hello(self.id, self.config.incarnation, self._next_seq(), self.config.endpoint))
+            )
             self.counters["tx.hello"] += 1
             self._hb_due = min(self._hb_due, now)
         peer = self.peers.get(s)
@@ -352,16 +353,20 @@ class Agent:
                 preds["mean_local"], preds["var_local"] = self.model.predict(req.X, None)
                 preds["mean_fused"], preds["var_fused"] = self.model.predict(req.X, fused)
                 if req.summary is not None:
-                    preds["mean_given"], preds["var_given"] = self.model.predict(
-                        req.X, req.summary
-                    )
+                    preds["mean_given"], preds["var_given"] = self.model.predict(req.X, req.summary)
             except SwarmGPError as e:  # a bad request must not take the agent down
                 preds = {}
                 info["predict_error"] = str(e)[:200]
         self.counters["tx.statusreply"] += 1
         return StatusReply(
-            self.id, self.config.incarnation, self._next_seq(), req.nonce, info,
-            self.fused_summary, self._local, preds,
+            self.id,
+            self.config.incarnation,
+            self._next_seq(),
+            req.nonce,
+            info,
+            self.fused_summary,
+            self._local,
+            preds,
         )
 
     # ------------------------------------------------------------------ internals
@@ -423,16 +428,23 @@ class Agent:
             self._hb_due = math.inf
             self._last_hb = now
             f = self.fused_summary
-            hb = Heartbeat(self.id, self.config.incarnation, self._next_seq(), self.tree.state,
-                           f.n_agents, f.n_obs)
+            hb = Heartbeat(
+                self.id,
+                self.config.incarnation,
+                self._next_seq(),
+                self.tree.state,
+                f.n_agents,
+                f.n_obs,
+            )
             for p in self.peers.ids():
                 out.append((p, hb))
             self.counters["tx.heartbeat"] += len(self.peers)
             # greet configured neighbours not heard yet (their endpoint may have changed)
             dead = [p for p in self.peers.ids() if not self.peers.get(p).alive]
             if dead:
-                hello = Hello(self.id, self.config.incarnation, self._next_seq(),
-                              self.config.endpoint)
+                hello = Hello(
+                    self.id, self.config.incarnation, self._next_seq(), self.config.endpoint
+                )
                 out.extend((p, hello) for p in dead)
                 self.counters["tx.hello"] += len(dead)
         if (self._fuse_due <= now or force) and self.started:
@@ -457,8 +469,20 @@ class Agent:
             # R_F(a) - M_ba + R_0: O(m^2) per message (tree_message would be O(degree m^2))
             inc = self._incoming.get(b)
             M = subtract(fused, inc[2]) if inc is not None else fused
-            out.append((b, Fuse(self.id, self.config.incarnation, self._next_seq(), b, version,
-                                self.tree.state, M)))
+            out.append(
+                (
+                    b,
+                    Fuse(
+                        self.id,
+                        self.config.incarnation,
+                        self._next_seq(),
+                        b,
+                        version,
+                        self.tree.state,
+                        M,
+                    ),
+                )
+            )
         self._last_fuse = now
         self.counters["tx.fuse"] += len(out)
         return out

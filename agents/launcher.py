@@ -250,28 +250,50 @@ def agent_main(args: argparse.Namespace) -> int:
     model = LocalModel(
         enc,
         LocalModelConfig(
-            encoder=args.encoder, samples=args.samples, learn=not args.no_learn,
+            encoder=args.encoder,
+            samples=args.samples,
+            learn=not args.no_learn,
             stream_batches=args.batches,
         ),
         np.random.default_rng([args.seed, agent_id, 5]),
     )
     timing = TimingConfig.fast(args.heartbeat)
-    host = args.advertise_host or ("127.0.0.1" if args.bind.startswith("tcp://127.") else
-                                   socket.gethostname())
-    transport = ZmqTransport(agent_id, enc.m, enc.hash, bind=args.bind,
-                             advertise_host=host if "*" in args.bind.split("//")[1].split(":")[0]
-                             else None)
+    host = args.advertise_host or (
+        "127.0.0.1" if args.bind.startswith("tcp://127.") else socket.gethostname()
+    )
+    transport = ZmqTransport(
+        agent_id,
+        enc.m,
+        enc.hash,
+        bind=args.bind,
+        advertise_host=host if "*" in args.bind.split("//")[1].split(":")[0] else None,
+    )
     cfg = AgentConfig(
-        agent_id, nbrs, enc.m, enc.hash, incarnation=incarnation, timing=timing,
-        max_dist=max(2, world or len(adjacency or ()) or 64), endpoint=transport.endpoint,
+        agent_id,
+        nbrs,
+        enc.m,
+        enc.hash,
+        incarnation=incarnation,
+        timing=timing,
+        max_dist=max(2, world or len(adjacency or ()) or 64),
+        endpoint=transport.endpoint,
     )
     agent = Agent(cfg, model, time.monotonic(), np.random.default_rng([args.seed, agent_id, 6]))
     transport.on_reject = None  # the transport adds rejected.* to agent.counters itself
     transport.stats = agent.counters
     if rdv is not None:
-        write_record(rdv, agent_id, {"id": agent_id, "endpoint": transport.endpoint,
-                                     "incarnation": incarnation, "pid": os.getpid(),
-                                     "host": socket.gethostname(), "identity": source})
+        write_record(
+            rdv,
+            agent_id,
+            {
+                "id": agent_id,
+                "endpoint": transport.endpoint,
+                "incarnation": incarnation,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "identity": source,
+            },
+        )
         deadline = time.monotonic() + args.rendezvous_timeout
         while True:
             recs = read_records(rdv, nbrs)
@@ -293,8 +315,13 @@ def agent_main(args: argparse.Namespace) -> int:
         batches = task.batches(agent_id, world or 1, args.batches, args.batch_size)
     if args.loss > 0:
         _inject_loss(transport, args.loss, np.random.default_rng([args.seed, agent_id, 8]))
-    return run(agent, transport, batches=batches, batch_interval_s=args.batch_interval,
-               status_period_s=max(1.0, 10 * args.heartbeat))
+    return run(
+        agent,
+        transport,
+        batches=batches,
+        batch_interval_s=args.batch_interval,
+        status_period_s=max(1.0, 10 * args.heartbeat),
+    )
 
 
 def _inject_loss(transport: Any, p: float, rng: np.random.Generator) -> None:
@@ -315,11 +342,30 @@ def _inject_loss(transport: Any, p: float, rng: np.random.Generator) -> None:
 
 def _shared_argv(args: argparse.Namespace) -> list[str]:
     argv = [
-        "--inducing", str(args.inducing), "--samples", str(args.samples),
-        "--batches", str(args.batches), "--batch-size", str(args.batch_size),
-        "--loss", str(args.loss), "--seed", str(args.seed), "--data", args.data,
-        "--encoder", args.encoder, "--dim", str(args.dim), "--heartbeat", str(args.heartbeat),
-        "--batch-interval", str(args.batch_interval), "--log-level", args.log_level,
+        "--inducing",
+        str(args.inducing),
+        "--samples",
+        str(args.samples),
+        "--batches",
+        str(args.batches),
+        "--batch-size",
+        str(args.batch_size),
+        "--loss",
+        str(args.loss),
+        "--seed",
+        str(args.seed),
+        "--data",
+        args.data,
+        "--encoder",
+        args.encoder,
+        "--dim",
+        str(args.dim),
+        "--heartbeat",
+        str(args.heartbeat),
+        "--batch-interval",
+        str(args.batch_interval),
+        "--log-level",
+        args.log_level,
     ]
     return argv + (["--no-learn"] if args.no_learn else [])
 
@@ -344,9 +390,11 @@ class LocalSwarm:
         self.n = len(self.adjacency)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "swarm.json").write_text(json.dumps(
-            {"world": self.n, "adjacency": {str(k): list(v) for k, v in self.adjacency.items()}}
-        ))
+        (self.dir / "swarm.json").write_text(
+            json.dumps(
+                {"world": self.n, "adjacency": {str(k): list(v) for k, v in self.adjacency.items()}}
+            )
+        )
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.all_procs: list[subprocess.Popen[bytes]] = []
         self._client: Any = None
@@ -356,21 +404,40 @@ class LocalSwarm:
     def command(self, i: int) -> list[str]:
         """The ``launch.py agent`` command line of agent i."""
         return [
-            sys.executable, str(LAUNCH_PY), "agent", "--id", str(i), "--world", str(self.n),
-            "--rendezvous", str(self.dir), "--log-file", str(self.dir / f"agent-{i}.log"),
+            sys.executable,
+            str(LAUNCH_PY),
+            "agent",
+            "--id",
+            str(i),
+            "--world",
+            str(self.n),
+            "--rendezvous",
+            str(self.dir),
+            "--log-file",
+            str(self.dir / f"agent-{i}.log"),
             *_shared_argv(self.args),
         ]
 
     def spawn(self, i: int) -> None:
         """Start agent i (replacing its rendezvous record)."""
         (self.dir / f"agent-{i}.json").unlink(missing_ok=True)
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            OPENBLAS_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+        )
         err = open(self.dir / f"agent-{i}.stderr", "ab")  # noqa: SIM115 - owned by the child
         try:
-            p = subprocess.Popen(self.command(i), stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                 start_new_session=True)  # own group: Ctrl-C is ours to relay
+            p = subprocess.Popen(
+                self.command(i),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )  # own group: Ctrl-C is ours to relay
         finally:
             err.close()
         self.procs[i] = p
@@ -463,7 +530,10 @@ class LocalSwarm:
         return full, err
 
     def wait_consistent(
-        self, ids: Sequence[int] | None = None, timeout_s: float = 60.0, tol: float = 1e-9,
+        self,
+        ids: Sequence[int] | None = None,
+        timeout_s: float = 60.0,
+        tol: float = 1e-9,
         poll_s: float = 0.05,
     ) -> tuple[dict[int, Any], float, float]:
         """Poll status until consistent; return (replies, max rel err, time it became so).
@@ -534,7 +604,7 @@ def local_main(args: argparse.Namespace) -> int:
         sw = json.loads(sw_path.read_text())
         sw["data"] = data_cfg
         sw_path.write_text(json.dumps(sw))
-    stop_now = {"sig": None}
+    stop_now: dict[str, int | None] = {"sig": None}
 
     def on_signal(sig: int, _frame: Any) -> None:
         stop_now["sig"] = sig
@@ -579,9 +649,15 @@ def local_main(args: argparse.Namespace) -> int:
         counters = [r.info.get("counters", {}) for r in final.values()]
         rss = [float(r.info.get("peak_rss_mb", 0.0)) for r in final.values()]
         report = {
-            "agents": n, "topology": topo, "inducing": args.inducing, "samples": args.samples,
-            "batches_per_agent": args.batches, "batch_size": args.batch_size, "loss": args.loss,
-            "seed": args.seed, "learn": not args.no_learn,
+            "agents": n,
+            "topology": topo,
+            "inducing": args.inducing,
+            "samples": args.samples,
+            "batches_per_agent": args.batches,
+            "batch_size": args.batch_size,
+            "loss": args.loss,
+            "seed": args.seed,
+            "learn": not args.no_learn,
             "rmse_local": float(np.mean([a for a, _ in m_loc])),
             "nlpd_local": float(np.mean([b for _, b in m_loc])),
             "rmse_fused": float(np.mean([a for a, _ in m_fus])),
@@ -593,8 +669,9 @@ def local_main(args: argparse.Namespace) -> int:
             "messages": int(sum(c.get("net.tx_msgs", 0) for c in counters)),
             "bytes": int(sum(c.get("net.tx_bytes", 0) for c in counters)),
             "fuse_messages": int(sum(c.get("tx.fuse", 0) for c in counters)),
-            "rejected": int(sum(v for c in counters for k, v in c.items()
-                                if k.startswith("rejected."))),
+            "rejected": int(
+                sum(v for c in counters for k, v in c.items() if k.startswith("rejected."))
+            ),
             "wall_s": time.time() - t0,
             "consistency_after_last_obs_s": t_cons - last_obs,
             "peak_rss_mb": max(rss) if rss else 0.0,
@@ -614,8 +691,10 @@ def local_main(args: argparse.Namespace) -> int:
             print(json.dumps(report, indent=2))
         return 0
     except KeyboardInterrupt:
-        progress(f"interrupted ({signal.Signals(stop_now['sig'] or signal.SIGINT).name}); "
-                 "stopping agents")
+        progress(
+            f"interrupted ({signal.Signals(stop_now['sig'] or signal.SIGINT).name}); "
+            "stopping agents"
+        )
         return 130
     except LaunchError as e:
         progress(f"error: {e}")
@@ -657,8 +736,9 @@ def status_main(args: argparse.Namespace) -> int:
             continue
         info = dict(r.info)
         c = info.pop("counters", {})
-        info["health"] = {k: v for k, v in c.items() if k.startswith(("rejected.", "drop.",
-                                                                       "expired", "net."))}
+        info["health"] = {
+            k: v for k, v in c.items() if k.startswith(("rejected.", "drop.", "expired", "net."))
+        }
         rows.append(info)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -667,7 +747,8 @@ def status_main(args: argparse.Namespace) -> int:
             if "error" in row:
                 print(f"{row['endpoint']}: {row['error']}")
                 continue
-            bad = sum(v for k, v in row["health"].items() if k.startswith("rejected."))
+            health: dict[str, int] = row["health"]  # type: ignore[assignment]
+            bad = sum(v for k, v in health.items() if k.startswith("rejected."))
             print(
                 f"agent {row['id']} inc {row['incarnation']}: covers {row['n_agents']} agents "
                 f"{row['n_obs']} obs (local {row['local_n_obs']}); root {row['root']} dist "

@@ -109,8 +109,13 @@ class _Driver:
         cur = (st.root, st.dist, st.parent)
         if cur != self._tree or a.tree_neighbors != self._nbrs:
             self._tree, self._nbrs = cur, a.tree_neighbors
-            log.info("event=tree root=%d dist=%d parent=%d tree_neighbors=%s",
-                     st.root, st.dist, st.parent, sorted(a.tree_neighbors))
+            log.info(
+                "event=tree root=%d dist=%d parent=%d tree_neighbors=%s",
+                st.root,
+                st.dist,
+                st.parent,
+                sorted(a.tree_neighbors),
+            )
         if a.counters["expired"] != self._expired:
             self._expired = a.counters["expired"]
             log.info("event=peer_expired live=%s", sorted(a.peers.live()))
@@ -151,9 +156,15 @@ class _Driver:
             if now() >= next_status:
                 next_status = now() + self.status_period_s
                 f = a.fused_summary
-                log.info("event=status n_agents=%d n_obs=%d root=%d peers_live=%d rx=%d tx=%d",
-                         f.n_agents, f.n_obs, a.tree.state.root, len(a.peers.live()),
-                         a.counters["net.rx_msgs"], a.counters["net.tx_msgs"])
+                log.info(
+                    "event=status n_agents=%d n_obs=%d root=%d peers_live=%d rx=%d tx=%d",
+                    f.n_agents,
+                    f.n_obs,
+                    a.tree.state.root,
+                    len(a.peers.live()),
+                    a.counters["net.rx_msgs"],
+                    a.counters["net.tx_msgs"],
+                )
                 if os.getppid() != self.ppid:
                     log.warning("event=parent_died action=stop")
                     self.stop.set()
@@ -171,16 +182,20 @@ async def serve(
 ) -> None:
     """Run ``agent`` over ``transport`` until SIGINT/SIGTERM (then goodbye and return)."""
     d = _Driver(agent, transport, batches, batch_interval_s, status_period_s)
-    agent.status_extra = lambda: {"peak_rss_mb": peak_rss_mb(), "pid": os.getpid(),
-                                  "endpoint": transport.endpoint,
-                                  "last_observation_wall": d.last_obs_wall,
-                                  "last_fused_change_wall": d.last_fused_change_wall}
+    agent.status_extra = lambda: {
+        "peak_rss_mb": peak_rss_mb(),
+        "pid": os.getpid(),
+        "endpoint": transport.endpoint,
+        "last_observation_wall": d.last_obs_wall,
+        "last_fused_change_wall": d.last_fused_change_wall,
+    }
     if install_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, d.stop.set)
-    log.info("event=start endpoint=%s neighbors=%s", transport.endpoint,
-             list(agent.config.neighbors))
+    log.info(
+        "event=start endpoint=%s neighbors=%s", transport.endpoint, list(agent.config.neighbors)
+    )
     await d.run()
     log.info("event=stop counters=%s", _compact(agent.counters))
 

@@ -171,7 +171,7 @@ def encode(msg: Message, encoding_hash: str = "", m: int = 0) -> list[bytes | me
     if len(header) > MAX_HEADER_BYTES:
         raise BadHeader(f"encode: header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
     bufs: list[bytes | memoryview] = [header]
-    bufs.extend(memoryview(a).cast("B") for _, a in arrays)
+    bufs.extend(memoryview(a).cast("B") for _, a in arrays)  # type: ignore[arg-type]
     crc = 0
     for b in bufs:
         crc = zlib.crc32(b, crc)
@@ -229,9 +229,7 @@ def _as_view(f: object) -> memoryview:
     return v
 
 
-def _arrays(
-    h: dict[str, Any], views: list[memoryview]
-) -> dict[str, np.ndarray]:
+def _arrays(h: dict[str, Any], views: list[memoryview]) -> dict[str, np.ndarray]:
     desc = h.get("a")
     if type(desc) is not list or len(desc) != len(views):
         raise BadFrames(
@@ -375,8 +373,13 @@ def _parse(
             raise BadHeader("fuse: a tree message covers at least its sender")
         summary = _summary(arrays, "R", counts, m, e)
         return Fuse(
-            sender, inc, seq, _int(h, "to", 0, _MAX_ID), _int(h, "v", 0, _MAX_ID),
-            _tree_state(h), summary,
+            sender,
+            inc,
+            seq,
+            _int(h, "to", 0, _MAX_ID),
+            _int(h, "v", 0, _MAX_ID),
+            _tree_state(h),
+            summary,
         )
     if kind == "bye":
         _no_arrays(arrays, kind)
@@ -414,8 +417,14 @@ def _parse(
             elif name not in ("F", "L"):
                 raise BadFrames(f"status reply: unexpected array {name!r}")
         return StatusReply(
-            sender, inc, seq, _int(h, "n", 0, _MAX_U64), info,
-            sums.get("F"), sums.get("L"), preds,
+            sender,
+            inc,
+            seq,
+            _int(h, "n", 0, _MAX_U64),
+            info,
+            sums.get("F"),
+            sums.get("L"),
+            preds,
         )
     raise BadHeader(f"header: unknown message kind {kind!r}")
 

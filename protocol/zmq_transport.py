@@ -92,7 +92,7 @@ class ZmqTransport:
         except zmq.ZMQError as e:
             self.close()
             raise TransportError(f"agent {agent_id}: cannot bind {bind}: {e}") from None
-        ep = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        ep = str(self.router.getsockopt_string(zmq.LAST_ENDPOINT))
         if advertise_host:
             ep = f"tcp://{advertise_host}:{ep.rsplit(':', 1)[1]}"
         self.endpoint = ep
@@ -102,7 +102,7 @@ class ZmqTransport:
         self._refused_versions: set[bytes] = set()
         self._poller = zmq.Poller()
         self._poller.register(self.router, zmq.POLLIN)
-        self._async_router = None
+        self._async_router: zmq.asyncio.Socket | None = None
         self.closed = False
 
     # ------------------------------------------------------------------ peers
@@ -242,8 +242,10 @@ class ZmqTransport:
             return True
         if self._async_router is None:
             self._async_router = zmq.asyncio.Socket.from_socket(self.router)
-        ev = await self._async_router.poll(timeout=max(int(timeout_s * 1000), 0), flags=zmq.POLLIN)
-        return bool(ev & zmq.POLLIN)
+        ev = await self._async_router.poll(  # type: ignore[call-arg]
+            timeout=max(int(timeout_s * 1000), 0), flags=zmq.POLLIN
+        )
+        return bool(ev & zmq.POLLIN)  # type: ignore[operator,arg-type]
 
     def close(self) -> None:
         """Close every socket without lingering and terminate the context."""
@@ -312,8 +314,11 @@ class StatusClient:
         ks = list(self._socks) if keys is None else list(keys)
         Xa = None if X is None else np.ascontiguousarray(X, dtype=np.float64)
         req = StatusRequest(self.id, 0, nonce, nonce, Xa, summary)
-        frames = encode(req, summary.encoding_hash if summary is not None else "",
-                        summary.m if summary is not None else 0)
+        frames = encode(
+            req,
+            summary.encoding_hash if summary is not None else "",
+            summary.m if summary is not None else 0,
+        )
         by_sock = {}
         for k in ks:
             s = self._socks[k]

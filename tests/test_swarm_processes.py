@@ -36,8 +36,21 @@ def cyclic_graph() -> dict[int, tuple[int, ...]]:
 
 def args(*extra: str):
     return launch.build_parser().parse_args(
-        ["local", "--no-learn", "--inducing", "30", "--batches", "2", "--batch-size", "40",
-         "--heartbeat", "0.05", "--seed", "3", *extra]
+        [
+            "local",
+            "--no-learn",
+            "--inducing",
+            "30",
+            "--batches",
+            "2",
+            "--batch-size",
+            "40",
+            "--heartbeat",
+            "0.05",
+            "--seed",
+            "3",
+            *extra,
+        ]
     )
 
 
@@ -113,7 +126,9 @@ def test_graph_with_cycles_converges_and_inner_crash(swarm_factory) -> None:
     # launch.py status reads the rendezvous dir and prints every agent's state as JSON
     out = subprocess.run(
         [sys.executable, str(REPO / "launch.py"), "status", "--rendezvous", str(sw.dir), "--json"],
-        capture_output=True, timeout=30, check=True,
+        capture_output=True,
+        timeout=30,
+        check=True,
     )
     rows = json.loads(out.stdout)
     assert sorted(r["id"] for r in rows) == ids
@@ -126,10 +141,29 @@ def test_graph_with_cycles_converges_and_inner_crash(swarm_factory) -> None:
 
 def _run_local(tmp_path: Path, extra: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, str(REPO / "launch.py"), "local", "--agents", "4", "--topology", "ring",
-         "--no-learn", "--inducing", "20", "--batches", "2", "--batch-size", "30",
-         "--heartbeat", "0.05", "--workdir", str(tmp_path / "w"), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            str(REPO / "launch.py"),
+            "local",
+            "--agents",
+            "4",
+            "--topology",
+            "ring",
+            "--no-learn",
+            "--inducing",
+            "20",
+            "--batches",
+            "2",
+            "--batch-size",
+            "30",
+            "--heartbeat",
+            "0.05",
+            "--workdir",
+            str(tmp_path / "w"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -140,10 +174,28 @@ def test_launch_local_report_and_no_orphans(tmp_path: Path) -> None:
     out, err = p.communicate(timeout=80)
     assert p.returncode == 0, err.decode()
     rep = json.loads(report.read_text())
-    for key in ("agents", "topology", "inducing", "samples", "batches_per_agent", "batch_size",
-                "loss", "seed", "learn", "rmse_local", "nlpd_local", "rmse_fused", "nlpd_fused",
-                "rmse_oracle", "consistency_max_rel_err", "baselines", "messages", "bytes",
-                "wall_s", "peak_rss_mb"):
+    for key in (
+        "agents",
+        "topology",
+        "inducing",
+        "samples",
+        "batches_per_agent",
+        "batch_size",
+        "loss",
+        "seed",
+        "learn",
+        "rmse_local",
+        "nlpd_local",
+        "rmse_fused",
+        "nlpd_fused",
+        "rmse_oracle",
+        "consistency_max_rel_err",
+        "baselines",
+        "messages",
+        "bytes",
+        "wall_s",
+        "peak_rss_mb",
+    ):
         assert key in rep
     assert rep["consistency_max_rel_err"] <= 1e-9 and rep["learn"] is False
     assert abs(rep["rmse_fused"] - rep["rmse_oracle"]) <= 1e-6 * rep["rmse_oracle"]
@@ -170,9 +222,13 @@ def test_launch_local_sigint_leaves_no_process(tmp_path: Path) -> None:
 
 def test_identity_from_cluster_environment() -> None:
     assert resolve_identity(None, None, {"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}) == (
-        3, 8, "slurm")
-    assert resolve_identity(None, None, {"OMPI_COMM_WORLD_RANK": "1",
-                                         "OMPI_COMM_WORLD_SIZE": "4"}) == (1, 4, "openmpi")
+        3,
+        8,
+        "slurm",
+    )
+    assert resolve_identity(
+        None, None, {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4"}
+    ) == (1, 4, "openmpi")
     assert resolve_identity(None, None, {"RANK": "2", "WORLD_SIZE": "5"}) == (2, 5, "torchrun")
     assert resolve_identity(7, 9, {"RANK": "2"}) == (7, 9, "flags")
     with pytest.raises(ValueError, match="agent id unknown"):

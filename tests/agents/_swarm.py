@@ -64,8 +64,15 @@ class Swarm:
 
     def start(self, i: int) -> None:
         self.inc += 1
-        cfg = AgentConfig(i, tuple(self.nb[i]), self.m, HASH, incarnation=self.inc,
-                          timing=self.timing, max_dist=len(self.nb))
+        cfg = AgentConfig(
+            i,
+            tuple(self.nb[i]),
+            self.m,
+            HASH,
+            incarnation=self.inc,
+            timing=self.timing,
+            max_dist=len(self.nb),
+        )
         a = Agent(cfg, StaticModel(self.locals[i]), self.t, self.rng)
         tr = self.net.transport(i)
         tr.on_reject = a.count_rejected

@@ -75,8 +75,10 @@ def test_faults_converge_to_same_result() -> None:
         a, b = clean.agents[i].fused_summary, faulty.agents[i].fused_summary
         assert b.max_rel_diff(a) <= 1e-9
         assert (b.n_agents, b.n_obs) == (a.n_agents, a.n_obs)
-    drops = sum(sum(v for k, v in a.counters.items() if k.startswith("drop.stale"))
-                for a in faulty.agents.values())
+    drops = sum(
+        sum(v for k, v in a.counters.items() if k.startswith("drop.stale"))
+        for a in faulty.agents.values()
+    )
     assert drops > 0  # duplicates and reordering were seen and discarded
 
 

@@ -49,8 +49,19 @@ def frames_of(header: dict, arrays: list[bytes], major: int = 1) -> list[bytes]:
 
 
 def fuse_header(**over) -> dict:
-    h = {"k": "fuse", "s": 3, "i": 1, "q": 2, "e": H, "m": M, "to": 4, "v": 1,
-         "t": [1, 1, 1, 1, 4], "c": [2, 7], "a": [["R", "<f8", [packed_len(M)]]]}
+    h = {
+        "k": "fuse",
+        "s": 3,
+        "i": 1,
+        "q": 2,
+        "e": H,
+        "m": M,
+        "to": 4,
+        "v": 1,
+        "t": [1, 1, 1, 1, 4],
+        "c": [2, 7],
+        "a": [["R", "<f8", [packed_len(M)]]],
+    }
     h.update(over)
     return h
 
@@ -68,8 +79,16 @@ def test_roundtrip_every_kind() -> None:
         fuse_msg(),
         Goodbye(1, 2, 3),
         StatusRequest(2**62 + 1, 0, 1, 42, X, s),
-        StatusReply(1, 2, 3, 42, {"id": 1, "nested": {"a": [1, 2]}}, s, s,
-                    {"mean_fused": np.ones(3), "var_fused": np.full(3, 2.0)}),
+        StatusReply(
+            1,
+            2,
+            3,
+            42,
+            {"id": 1, "nested": {"a": [1, 2]}},
+            s,
+            s,
+            {"mean_fused": np.ones(3), "var_fused": np.full(3, 2.0)},
+        ),
     ]
     for msg in msgs:
         out = decode([bytes(f) for f in encode(msg, H, M)], M, H)
@@ -127,8 +146,19 @@ def test_other_major_version_refused() -> None:
 
 
 def test_header_too_large() -> None:
-    fr = frames_of({"k": "bye", "s": 1, "i": 1, "q": 1, "e": "", "m": 0, "a": [],
-                    "pad": "x" * MAX_HEADER_BYTES}, [])
+    fr = frames_of(
+        {
+            "k": "bye",
+            "s": 1,
+            "i": 1,
+            "q": 1,
+            "e": "",
+            "m": 0,
+            "a": [],
+            "pad": "x" * MAX_HEADER_BYTES,
+        },
+        [],
+    )
     with pytest.raises(E.BadFrames):
         decode(fr, M, H)
 
@@ -197,8 +227,16 @@ def test_not_positive_definite_rejected() -> None:
 
 
 def test_every_reason_is_a_short_key() -> None:
-    for cls in (E.BadSignature, E.VersionMismatch, E.BadChecksum, E.BadFrames, E.BadHeader,
-                E.BadArray, E.BadSummary, E.EncodingMismatch):
+    for cls in (
+        E.BadSignature,
+        E.VersionMismatch,
+        E.BadChecksum,
+        E.BadFrames,
+        E.BadHeader,
+        E.BadArray,
+        E.BadSummary,
+        E.EncodingMismatch,
+    ):
         assert issubclass(cls, E.DecodeError) and cls.reason.isidentifier()
     assert issubclass(E.DecodeError, ValueError)  # SwarmGPError is a ValueError
 

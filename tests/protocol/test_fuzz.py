@@ -18,8 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
 from _swarm import HASH, Swarm, ring  # noqa: E402
 
 M = 6
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def valid_frames() -> list[list[bytes]]:
@@ -27,8 +30,12 @@ def valid_frames() -> list[list[bytes]]:
     B = r.standard_normal((M, 2))
     s = Summary(np.eye(M) + B @ B.T, r.standard_normal(M), 3, 1, HASH)
     ts = TreeState(0, 1, 5, 1, 0)
-    msgs = [Fuse(1, 1, 10**6, 2, 10**6, ts, s), Heartbeat(1, 1, 10**6, ts, 2, 5),
-            Hello(1, 1, 10**6, "tcp://x:1"), StatusRequest(2**62, 0, 1, 1, np.ones((2, 2)), s)]
+    msgs = [
+        Fuse(1, 1, 10**6, 2, 10**6, ts, s),
+        Heartbeat(1, 1, 10**6, ts, 2, 5),
+        Hello(1, 1, 10**6, "tcp://x:1"),
+        StatusRequest(2**62, 0, 1, 1, np.ones((2, 2)), s),
+    ]
     return [[bytes(f) for f in encode(m, HASH, M)] for m in msgs]
 
 
@@ -44,10 +51,13 @@ def mutated(draw) -> list[bytes]:
         f = frames[i]
         if op in ("flip", "set") and f:
             j = draw(st.integers(0, len(f) - 1))
-            f[j] = (f[j] ^ (1 << draw(st.integers(0, 7)))) if op == "flip" else draw(
-                st.integers(0, 255))
+            f[j] = (
+                (f[j] ^ (1 << draw(st.integers(0, 7))))
+                if op == "flip"
+                else draw(st.integers(0, 255))
+            )
         elif op == "truncate" and f:
-            del f[draw(st.integers(0, len(f) - 1)):]
+            del f[draw(st.integers(0, len(f) - 1)) :]
         elif op == "extend":
             f.extend(draw(st.binary(min_size=1, max_size=16)))
         elif op == "drop" and len(frames) > 1:
@@ -96,14 +106,18 @@ def converged() -> Swarm:
 
 
 def snapshot(sw: Swarm) -> list[tuple[bytes, int, int]]:
-    return [(a.fused_summary.pack().tobytes(), a.fused_summary.n_agents, a.fused_summary.n_obs)
-            for a in sw.agents.values()]
+    return [
+        (a.fused_summary.pack().tobytes(), a.fused_summary.n_agents, a.fused_summary.n_obs)
+        for a in sw.agents.values()
+    ]
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(st.lists(st.one_of(mutated(), random_frames), min_size=1, max_size=8),
-       st.integers(0, 4))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(st.one_of(mutated(), random_frames), min_size=1, max_size=8), st.integers(0, 4))
 def test_agents_drop_and_count_bad_frames(converged: Swarm, batch, target) -> None:
     sw = converged
     before = snapshot(sw)
@@ -114,7 +128,8 @@ def test_agents_drop_and_count_bad_frames(converged: Swarm, batch, target) -> No
         sw.net.inject(target, frames)
     sw.step()
     assert sum(sw.transports[target].rejected.values()) == rejected + len(batch)
-    assert sum(v for k, v in sw.agents[target].counters.items()
-               if k.startswith("rejected.")) == counted + len(batch)
+    assert sum(
+        v for k, v in sw.agents[target].counters.items() if k.startswith("rejected.")
+    ) == counted + len(batch)
     assert snapshot(sw) == before  # state untouched
     assert sw.max_err() <= 1e-9 and sw.exact().max_rel_diff(exact) == 0.0
