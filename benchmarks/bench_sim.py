@@ -56,8 +56,9 @@ def machine() -> dict[str, Any]:
 
 
 def case_a(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
-    return [("a_1000_agents_m100_learn", SimSettings(
-        agents=args.agents or 1000, topology="geometric", inducing=100, samples=20,
+    n = args.agents or 1000
+    return [(f"a_{n}_agents_m100_learn", SimSettings(
+        agents=n, topology="geometric", inducing=100, samples=20,
         batches=args.batches or 30, batch_size=20, learn=True, encoder=args.encoder, dim=6,
         groups=8, n_test=200, seed=0, heartbeat_s=1.0, fuse_interval_s=0.2, resend_s=2.0,
         score_agents=200, series_agents=16, series_test=100,
@@ -66,8 +67,9 @@ def case_a(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
 
 
 def case_b(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
-    return [("b_10000_agents_m50_nolearn", SimSettings(
-        agents=args.agents or 10000, topology="geometric", inducing=50, samples=20,
+    n = args.agents or 10000
+    return [(f"b_{n}_agents_m50_nolearn", SimSettings(
+        agents=n, topology="geometric", inducing=50, samples=20,
         batches=args.batches or 5, batch_size=20, learn=False, encoder="analytic", dim=6,
         groups=8, n_test=100, seed=0, heartbeat_s=1.0, fuse_interval_s=0.2, resend_s=2.0,
         score_agents=200, series_agents=8, series_test=50,
