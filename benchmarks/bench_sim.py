@@ -38,10 +38,30 @@ from swarmgp.sim.swarm import SimSettings, run_simulation
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 KEYS = (
-    "agents", "topology", "inducing", "samples", "batches_per_agent", "batch_size", "learn",
-    "encoder", "rmse_local", "nlpd_local", "rmse_fused", "nlpd_fused", "rmse_oracle",
-    "consistency_max_rel_err", "baselines", "messages", "bytes", "wall_s", "peak_rss_mb",
-    "virtual_time_s", "settle_s", "diameter", "scored_agents", "observations",
+    "agents",
+    "topology",
+    "inducing",
+    "samples",
+    "batches_per_agent",
+    "batch_size",
+    "learn",
+    "encoder",
+    "rmse_local",
+    "nlpd_local",
+    "rmse_fused",
+    "nlpd_fused",
+    "rmse_oracle",
+    "consistency_max_rel_err",
+    "baselines",
+    "messages",
+    "bytes",
+    "wall_s",
+    "peak_rss_mb",
+    "virtual_time_s",
+    "settle_s",
+    "diameter",
+    "scored_agents",
+    "observations",
 )
 
 
@@ -57,44 +77,120 @@ def machine() -> dict[str, Any]:
 
 def case_a(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
     n = args.agents or 1000
-    return [(f"a_{n}_agents_m100_learn", SimSettings(
-        agents=n, topology="geometric", inducing=100, samples=20,
-        batches=args.batches or 30, batch_size=20, learn=True, encoder=args.encoder, dim=6,
-        groups=8, n_test=200, seed=0, heartbeat_s=1.0, fuse_interval_s=0.2, resend_s=2.0,
-        score_agents=200, series_agents=16, series_test=100,
-        baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
-    ))]
+    return [
+        (
+            f"a_{n}_agents_m100_learn",
+            SimSettings(
+                agents=n,
+                topology="geometric",
+                inducing=100,
+                samples=20,
+                batches=args.batches or 30,
+                batch_size=20,
+                learn=True,
+                encoder=args.encoder,
+                dim=6,
+                groups=8,
+                n_test=200,
+                seed=0,
+                heartbeat_s=1.0,
+                fuse_interval_s=0.2,
+                resend_s=2.0,
+                score_agents=200,
+                series_agents=16,
+                series_test=100,
+                baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
+            ),
+        )
+    ]
 
 
 def case_b(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
     n = args.agents or 10000
-    return [(f"b_{n}_agents_m50_nolearn", SimSettings(
-        agents=n, topology="geometric", inducing=50, samples=20,
-        batches=args.batches or 5, batch_size=20, learn=False, encoder="analytic", dim=6,
-        groups=8, n_test=100, seed=0, heartbeat_s=1.0, fuse_interval_s=0.2, resend_s=2.0,
-        score_agents=200, series_agents=8, series_test=50,
-        baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
-    ))]
+    return [
+        (
+            f"b_{n}_agents_m50_nolearn",
+            SimSettings(
+                agents=n,
+                topology="geometric",
+                inducing=50,
+                samples=20,
+                batches=args.batches or 5,
+                batch_size=20,
+                learn=False,
+                encoder="analytic",
+                dim=6,
+                groups=8,
+                n_test=100,
+                seed=0,
+                heartbeat_s=1.0,
+                fuse_interval_s=0.2,
+                resend_s=2.0,
+                score_agents=200,
+                series_agents=8,
+                series_test=50,
+                baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
+            ),
+        )
+    ]
 
 
 def case_c(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
     full = ("local", "oracle", "gpoe", "rbcm", "dpitc", "sgpr_pooled")
-    out = [("c_synthetic", SimSettings(
-        agents=args.agents or 32, topology="geometric", inducing=50, batches=args.batches or 10,
-        batch_size=20, learn=True, dim=2, groups=1, n_test=500, seed=0, baselines=full,
-    ))]
+    out = [
+        (
+            "c_synthetic",
+            SimSettings(
+                agents=args.agents or 32,
+                topology="geometric",
+                inducing=50,
+                batches=args.batches or 10,
+                batch_size=20,
+                learn=True,
+                dim=2,
+                groups=1,
+                n_test=500,
+                seed=0,
+                baselines=full,
+            ),
+        )
+    ]
     if (SHARED / "midwest_ozone.csv").exists():
-        out.append(("c_ozone", SimSettings(
-            agents=100, topology="geometric", data=f"csv:{SHARED / 'midwest_ozone.csv'}",
-            inducing=50, batches=args.batches or 6, batch_size=20, learn=True, n_test=1000,
-            seed=0, baselines=full,
-        )))
+        out.append(
+            (
+                "c_ozone",
+                SimSettings(
+                    agents=100,
+                    topology="geometric",
+                    data=f"csv:{SHARED / 'midwest_ozone.csv'}",
+                    inducing=50,
+                    batches=args.batches or 6,
+                    batch_size=20,
+                    learn=True,
+                    n_test=1000,
+                    seed=0,
+                    baselines=full,
+                ),
+            )
+        )
     if (SHARED / "ireland_wind.csv").exists():
-        out.append(("c_wind", SimSettings(
-            agents=12, topology="geometric", data=f"csv:{SHARED / 'ireland_wind.csv'}",
-            inducing=50, batches=args.batches or 30, batch_size=20, learn=True, n_test=1000,
-            seed=0, baselines=full,
-        )))
+        out.append(
+            (
+                "c_wind",
+                SimSettings(
+                    agents=12,
+                    topology="geometric",
+                    data=f"csv:{SHARED / 'ireland_wind.csv'}",
+                    inducing=50,
+                    batches=args.batches or 30,
+                    batch_size=20,
+                    learn=True,
+                    n_test=1000,
+                    seed=0,
+                    baselines=full,
+                ),
+            )
+        )
     return out
 
 

@@ -17,7 +17,6 @@ import argparse
 
 import matplotlib.pyplot as plt
 from common import figure_path, run, save
-
 from swarmgp.sim.streams import SyntheticStreamSpec, synthetic_streams
 from swarmgp.sim.swarm import SimSettings
 
@@ -30,12 +29,25 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=3)
     a = ap.parse_args()
     args_d = a.dim
-    st = synthetic_streams(SyntheticStreamSpec(agents=2, batches=a.batches, batch_size=20, d=args_d,
-                                               groups=1, n_test=1000, seed=a.seed))
+    st = synthetic_streams(
+        SyntheticStreamSpec(
+            agents=2, batches=a.batches, batch_size=20, d=args_d, groups=1, n_test=1000, seed=a.seed
+        )
+    )
     st.batches[0] = st.batches[0][: a.a1_batches]  # A1: fixed data
-    s = SimSettings(agents=2, topology="complete", dim=args_d, inducing=50, batches=a.batches,
-                    batch_size=20, learn=True, series_agents=2, series_test=1000, seed=a.seed,
-                    baselines=("local", "oracle"))
+    s = SimSettings(
+        agents=2,
+        topology="complete",
+        dim=args_d,
+        inducing=50,
+        batches=a.batches,
+        batch_size=20,
+        learn=True,
+        series_agents=2,
+        series_test=1000,
+        seed=a.seed,
+        baselines=("local", "oracle"),
+    )
     r = run(s, "disparity", streams=st)
     N = [p["batches"] for p in r["rmse_over_time"]]
     curves = {
@@ -53,8 +65,14 @@ def main() -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(figure_path("disparity"), dpi=110)
-    save("disparity", {"N": N, "curves": curves, "final": {
-        k: r[k] for k in ("rmse_local", "rmse_fused", "consistency_max_rel_err")}})
+    save(
+        "disparity",
+        {
+            "N": N,
+            "curves": curves,
+            "final": {k: r[k] for k in ("rmse_local", "rmse_fused", "consistency_max_rel_err")},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import argparse
 
 import matplotlib.pyplot as plt
 from common import SHARED, figure_path, run, save
-
 from swarmgp.sim.swarm import SimSettings
 
 BASE = ("local", "oracle", "gpoe", "rbcm", "dpitc")
@@ -37,23 +36,57 @@ def main() -> None:
     q = a.quick
     panels = {}
     for m in (50, 100):
-        s = SimSettings(agents=2, topology="complete", dim=6, groups=2, inducing=m,
-                        batches=10 if q else 40, batch_size=40, learn=True, n_test=1000,
-                        series_agents=2, series_test=1000, seed=a.seed, baselines=BASE)
+        s = SimSettings(
+            agents=2,
+            topology="complete",
+            dim=6,
+            groups=2,
+            inducing=m,
+            batches=10 if q else 40,
+            batch_size=40,
+            learn=True,
+            n_test=1000,
+            series_agents=2,
+            series_test=1000,
+            seed=a.seed,
+            baselines=BASE,
+        )
         panels[f"synthetic2_m{m}"] = run(s, f"synthetic2 m={m}")
-    s = SimSettings(agents=30 if q else 100, topology="geometric", dim=6, groups=1,
-                    inducing=50, batches=8 if q else 30, batch_size=20, learn=True, n_test=500,
-                    series_agents=16, series_test=300, seed=a.seed, baselines=BASE)
+    s = SimSettings(
+        agents=30 if q else 100,
+        topology="geometric",
+        dim=6,
+        groups=1,
+        inducing=50,
+        batches=8 if q else 30,
+        batch_size=20,
+        learn=True,
+        n_test=500,
+        series_agents=16,
+        series_test=300,
+        seed=a.seed,
+        baselines=BASE,
+    )
     panels["synthetic100_m50"] = run(s, "synthetic100")
     if (SHARED / "midwest_ozone.csv").exists():
-        s = SimSettings(agents=100, topology="geometric", data=f"csv:{SHARED / 'midwest_ozone.csv'}",
-                        inducing=50, batches=4 if q else 10, batch_size=10, learn=True,
-                        n_test=1000, series_agents=25, series_test=1000, seed=a.seed,
-                        baselines=BASE)
+        s = SimSettings(
+            agents=100,
+            topology="geometric",
+            data=f"csv:{SHARED / 'midwest_ozone.csv'}",
+            inducing=50,
+            batches=4 if q else 10,
+            batch_size=10,
+            learn=True,
+            n_test=1000,
+            series_agents=25,
+            series_test=1000,
+            seed=a.seed,
+            baselines=BASE,
+        )
         panels["ozone100_m50"] = run(s, "ozone100")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     table = {}
-    for ax, (name, r) in zip(axes, panels.items()):
+    for ax, (name, r) in zip(axes, panels.items(), strict=False):
         k = [p["batches"] for p in r["rmse_over_time"]]
         pre = [p["rmse_local"] for p in r["rmse_over_time"]]
         post = [p["rmse_fused"] for p in r["rmse_over_time"]]
@@ -64,10 +97,20 @@ def main() -> None:
         ax.set_ylabel("mean RMSE" + (" (ppb)" if "ozone" in name else ""))
         ax.legend()
         table[name] = {
-            "curve": [[kk, a_, b_] for kk, a_, b_ in zip(k, pre, post)],
-            "final": {key: r[key] for key in ("rmse_local", "rmse_fused", "rmse_oracle",
-                                              "nlpd_local", "nlpd_fused",
-                                              "consistency_max_rel_err", "messages", "wall_s")},
+            "curve": [[kk, a_, b_] for kk, a_, b_ in zip(k, pre, post, strict=False)],
+            "final": {
+                key: r[key]
+                for key in (
+                    "rmse_local",
+                    "rmse_fused",
+                    "rmse_oracle",
+                    "nlpd_local",
+                    "nlpd_fused",
+                    "consistency_max_rel_err",
+                    "messages",
+                    "wall_s",
+                )
+            },
             "baselines": r["baselines"],
         }
     fig.tight_layout()

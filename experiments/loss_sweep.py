@@ -19,7 +19,6 @@ import argparse
 import matplotlib.pyplot as plt
 import numpy as np
 from common import figure_path, run, save
-
 from swarmgp.sim.swarm import SimSettings
 
 
@@ -31,20 +30,41 @@ def main() -> None:
     losses = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     rows = []
     for p in losses:
-        s = SimSettings(agents=30 if a.quick else 100, topology="geometric", dim=6, groups=1,
-                        inducing=50, batches=5 if a.quick else 10, batch_size=20, learn=True,
-                        loss=p, n_test=500, series_agents=16, series_test=300, seed=a.seed,
-                        baselines=("local", "oracle", "dpitc"))
+        s = SimSettings(
+            agents=30 if a.quick else 100,
+            topology="geometric",
+            dim=6,
+            groups=1,
+            inducing=50,
+            batches=5 if a.quick else 10,
+            batch_size=20,
+            learn=True,
+            loss=p,
+            n_test=500,
+            series_agents=16,
+            series_test=300,
+            seed=a.seed,
+            baselines=("local", "oracle", "dpitc"),
+        )
         r = run(s, f"loss={p}")
         online = float(np.mean([q["rmse_fused"] for q in r["rmse_over_time"]]))
-        rows.append({
-            "loss": p, "rmse_fused_online": online, "rmse_fused_final": r["rmse_fused"],
-            "rmse_local": r["rmse_local"], "rmse_oracle": r["rmse_oracle"],
-            "consistency_max_rel_err": r["consistency_max_rel_err"], "settle_s": r["settle_s"],
-            "messages": r["messages"], "lost": r["network"]["lost"],
-        })
+        rows.append(
+            {
+                "loss": p,
+                "rmse_fused_online": online,
+                "rmse_fused_final": r["rmse_fused"],
+                "rmse_local": r["rmse_local"],
+                "rmse_oracle": r["rmse_oracle"],
+                "consistency_max_rel_err": r["consistency_max_rel_err"],
+                "settle_s": r["settle_s"],
+                "messages": r["messages"],
+                "lost": r["network"]["lost"],
+            }
+        )
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.plot(losses, [r["rmse_fused_online"] for r in rows], "o-", label="post-fusion, mean over stream")
+    ax.plot(
+        losses, [r["rmse_fused_online"] for r in rows], "o-", label="post-fusion, mean over stream"
+    )
     ax.plot(losses, [r["rmse_fused_final"] for r in rows], "s-", label="post-fusion, settled")
     ax.plot(losses, [r["rmse_local"] for r in rows], "^--", label="pre-fusion (local)")
     ax.set_xlabel("message loss rate")

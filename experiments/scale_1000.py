@@ -18,7 +18,6 @@ import argparse
 import matplotlib.pyplot as plt
 import numpy as np
 from common import figure_path, run, save
-
 from swarmgp.sim.swarm import SimSettings
 
 
@@ -28,11 +27,25 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    s = SimSettings(agents=a.agents, topology="geometric", dim=6, groups=8, inducing=50,
-                    batches=a.batches, batch_size=20, learn=True, n_test=200,
-                    score_agents=a.agents, series_agents=32, series_test=100,
-                    heartbeat_s=1.0, fuse_interval_s=0.2, resend_s=2.0, seed=a.seed,
-                    baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"))
+    s = SimSettings(
+        agents=a.agents,
+        topology="geometric",
+        dim=6,
+        groups=8,
+        inducing=50,
+        batches=a.batches,
+        batch_size=20,
+        learn=True,
+        n_test=200,
+        score_agents=a.agents,
+        series_agents=32,
+        series_test=100,
+        heartbeat_s=1.0,
+        fuse_interval_s=0.2,
+        resend_s=2.0,
+        seed=a.seed,
+        baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
+    )
     r = run(s, "scale")
     pa = r["per_agent"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -45,21 +58,46 @@ def main() -> None:
     k = [p["batches"] for p in r["rmse_over_time"]]
     for key, style in (("per_agent_local", "o-"), ("per_agent_fused", "s-")):
         v = np.array([p[key] for p in r["rmse_over_time"]])
-        ax2.errorbar(k, v.mean(1), yerr=v.std(1), fmt=style, ms=3, capsize=2,
-                     label=key.replace("per_agent_", ""))
+        ax2.errorbar(
+            k,
+            v.mean(1),
+            yerr=v.std(1),
+            fmt=style,
+            ms=3,
+            capsize=2,
+            label=key.replace("per_agent_", ""),
+        )
     ax2.set_xlabel("batches per agent")
     ax2.set_ylabel("RMSE (mean +- std over tracked agents)")
     ax2.legend()
     fig.tight_layout()
     fig.savefig(figure_path("scale_1000"), dpi=110)
-    save("scale_1000", {
-        "final": {key: r[key] for key in ("agents", "rmse_local", "rmse_fused", "rmse_oracle",
-                                          "nlpd_local", "nlpd_fused", "consistency_max_rel_err",
-                                          "messages", "bytes", "wall_s", "peak_rss_mb",
-                                          "settle_s", "diameter")},
-        "std_local": float(np.std(pa["rmse_local"])), "std_fused": float(np.std(pa["rmse_fused"])),
-        "baselines": r["baselines"],
-    })
+    save(
+        "scale_1000",
+        {
+            "final": {
+                key: r[key]
+                for key in (
+                    "agents",
+                    "rmse_local",
+                    "rmse_fused",
+                    "rmse_oracle",
+                    "nlpd_local",
+                    "nlpd_fused",
+                    "consistency_max_rel_err",
+                    "messages",
+                    "bytes",
+                    "wall_s",
+                    "peak_rss_mb",
+                    "settle_s",
+                    "diameter",
+                )
+            },
+            "std_local": float(np.std(pa["rmse_local"])),
+            "std_fused": float(np.std(pa["rmse_fused"])),
+            "baselines": r["baselines"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from .network import (
 )
 from .report import REQUIRED_KEYS, check_report, comparable, plot_report, write_report
 from .scheduler import Simulator
-from .streams import Streams, StreamError, make_streams, synthetic_streams, table_streams
+from .streams import StreamError, Streams, make_streams, synthetic_streams, table_streams
 from .swarm import SimSettings, Swarm, build_swarm, run_simulation
 from .topology import TOPOLOGIES, TopologyError, is_connected, load_peers, make_topology
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 from swarmgp.fusion.encoders import AnalyticEncoder
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.hyper import Hyperparameters
@@ -45,9 +44,7 @@ __all__ = [
 ]
 
 
-def gpoe(
-    means: np.ndarray, vars_f: np.ndarray, sn2: float
-) -> tuple[np.ndarray, np.ndarray]:
+def gpoe(means: np.ndarray, vars_f: np.ndarray, sn2: float) -> tuple[np.ndarray, np.ndarray]:
     """Generalized product of experts with uniform weights.
 
     Parameters
@@ -113,7 +110,7 @@ def score_aggregate(
     sn2 = float(np.mean([p[3] for p in local_preds]))
     out: dict[str, dict[str, float]] = {}
     for name, (mu, var) in (("gpoe", gpoe(M, V, sn2)), ("rbcm", rbcm(M, V, prior, sn2))):
-        r, n = zip(*(score_prediction(streams, a, mu, var) for a in ids))
+        r, n = zip(*(score_prediction(streams, a, mu, var) for a in ids), strict=False)
         out[name] = {"rmse": float(np.mean(r)), "nlpd": float(np.mean(n))}
     return out
 
@@ -163,7 +160,7 @@ def score_dpitc(
         return {"rmse": float("nan"), "nlpd": float("nan")}
     s = dpitc_summary(encoding, hyper, X, y)
     mu, var_f = predict(streams.X_test, s, encoding, hyper)
-    r, n = zip(*(score_prediction(streams, a, mu, var_f + hyper.sn2) for a in ids))
+    r, n = zip(*(score_prediction(streams, a, mu, var_f + hyper.sn2) for a in ids), strict=False)
     return {"rmse": float(np.mean(r)), "nlpd": float(np.mean(n))}
 
 
@@ -190,5 +187,5 @@ def score_sgpr_pooled(
         idx = np.sort(np.random.default_rng(seed).choice(X.shape[0], max_points, replace=False))
         X, y = X[idx], y[idx]
     mu, var = sgpr_pooled(X, y, streams.X_test, m, iters=iters, seed=seed)
-    r, n = zip(*(score_prediction(streams, a, mu, var) for a in ids))
+    r, n = zip(*(score_prediction(streams, a, mu, var) for a in ids), strict=False)
     return {"rmse": float(np.mean(r)), "nlpd": float(np.mean(n)), "points": int(X.shape[0])}

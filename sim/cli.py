@@ -50,36 +50,85 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     """Options specific to the simulator (``launch.py sim`` may call this on its subparser)."""
     g = p.add_argument_group("simulation")
-    g.add_argument("--encoder", choices=("analytic", "importance"), default=DEFAULTS.encoder,
-                   help="exact per-batch encoder, or the paper's importance-sampled one")
+    g.add_argument(
+        "--encoder",
+        choices=("analytic", "importance"),
+        default=DEFAULTS.encoder,
+        help="exact per-batch encoder, or the paper's importance-sampled one",
+    )
     g.add_argument("--dim", type=int, default=DEFAULTS.dim, help="synthetic input dimension")
-    g.add_argument("--groups", type=int, default=None,
-                   help="synthetic: distinct projections W_g (default min(agents, 8))")
-    g.add_argument("--spread", type=float, default=DEFAULTS.spread,
-                   help="synthetic: W_g = I + spread * N(0,1)/sqrt(d)")
+    g.add_argument(
+        "--groups",
+        type=int,
+        default=None,
+        help="synthetic: distinct projections W_g (default min(agents, 8))",
+    )
+    g.add_argument(
+        "--spread",
+        type=float,
+        default=DEFAULTS.spread,
+        help="synthetic: W_g = I + spread * N(0,1)/sqrt(d)",
+    )
     g.add_argument("--noise", type=float, default=DEFAULTS.noise, help="synthetic noise std")
     g.add_argument("--test-points", type=int, default=DEFAULTS.n_test)
-    g.add_argument("--batch-interval", type=float, default=DEFAULTS.batch_interval_s,
-                   metavar="S", help="virtual seconds between an agent's batches")
+    g.add_argument(
+        "--batch-interval",
+        type=float,
+        default=DEFAULTS.batch_interval_s,
+        metavar="S",
+        help="virtual seconds between an agent's batches",
+    )
     g.add_argument("--heartbeat", type=float, default=DEFAULTS.heartbeat_s, metavar="S")
-    g.add_argument("--fuse-interval", type=float, default=DEFAULTS.fuse_interval_s, metavar="S",
-                   help="coalescing interval of fusion rounds")
-    g.add_argument("--bursty", type=float, default=None, metavar="p",
-                   help="Gilbert-Elliott bursty loss of this mean rate instead of Bernoulli")
+    g.add_argument(
+        "--fuse-interval",
+        type=float,
+        default=DEFAULTS.fuse_interval_s,
+        metavar="S",
+        help="coalescing interval of fusion rounds",
+    )
+    g.add_argument(
+        "--bursty",
+        type=float,
+        default=None,
+        metavar="p",
+        help="Gilbert-Elliott bursty loss of this mean rate instead of Bernoulli",
+    )
     g.add_argument("--duplicate", type=float, default=0.0, metavar="p")
     g.add_argument("--reorder", type=float, default=0.0, metavar="p")
     g.add_argument("--latency", type=float, default=DEFAULTS.latency_s, metavar="S")
-    g.add_argument("--churn-rate", type=float, default=0.0, metavar="R",
-                   help="departures per virtual second (each restarts shortly after)")
-    g.add_argument("--churn", action="append", default=[], metavar="T:AGENT:KIND",
-                   help="one churn event (KIND crash|leave|join|restart); repeatable")
-    g.add_argument("--partition", action="append", default=[], metavar="T0:T1:A,B,..",
-                   help="isolate agents A,B,.. from the rest during [T0, T1); repeatable")
+    g.add_argument(
+        "--churn-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="departures per virtual second (each restarts shortly after)",
+    )
+    g.add_argument(
+        "--churn",
+        action="append",
+        default=[],
+        metavar="T:AGENT:KIND",
+        help="one churn event (KIND crash|leave|join|restart); repeatable",
+    )
+    g.add_argument(
+        "--partition",
+        action="append",
+        default=[],
+        metavar="T0:T1:A,B,..",
+        help="isolate agents A,B,.. from the rest during [T0, T1); repeatable",
+    )
     g.add_argument("--max-settle", type=float, default=DEFAULTS.max_settle_s, metavar="S")
-    g.add_argument("--score-agents", type=int, default=DEFAULTS.score_agents,
-                   help="score at most this many agents (a seeded sample)")
-    g.add_argument("--baselines", default=",".join(DEFAULTS.baselines),
-                   help="comma list of local,oracle,gpoe,rbcm,dpitc,sgpr_pooled ('' for none)")
+    g.add_argument(
+        "--score-agents",
+        type=int,
+        default=DEFAULTS.score_agents,
+        help="score at most this many agents (a seeded sample)",
+    )
+    g.add_argument(
+        "--baselines",
+        default=",".join(DEFAULTS.baselines),
+        help="comma list of local,oracle,gpoe,rbcm,dpitc,sgpr_pooled ('' for none)",
+    )
     g.add_argument("--sgpr-iters", type=int, default=DEFAULTS.sgpr_iters)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -110,6 +159,7 @@ def _churn(spec: str) -> ChurnEvent:
 
 def settings_from_args(args: argparse.Namespace) -> SimSettings:
     """Map parsed options (launch.py's or the standalone parser's) to :class:`SimSettings`."""
+
     def opt(name: str, default: Any) -> Any:
         v = getattr(args, name, None)
         return default if v is None else v
@@ -139,8 +189,10 @@ def settings_from_args(args: argparse.Namespace) -> SimSettings:
         spread=opt("spread", DEFAULTS.spread),
         noise=opt("noise", DEFAULTS.noise),
         n_test=opt("test_points", DEFAULTS.n_test),
-        batch_interval_s=opt("batch_interval", DEFAULTS.batch_interval_s) or DEFAULTS.batch_interval_s,
-        heartbeat_s=DEFAULTS.heartbeat_s if getattr(args, "encoder", None) is None
+        batch_interval_s=opt("batch_interval", DEFAULTS.batch_interval_s)
+        or DEFAULTS.batch_interval_s,
+        heartbeat_s=DEFAULTS.heartbeat_s
+        if getattr(args, "encoder", None) is None
         else opt("heartbeat", DEFAULTS.heartbeat_s),
         fuse_interval_s=opt("fuse_interval", DEFAULTS.fuse_interval_s),
         bursty=opt("bursty", None),
@@ -169,8 +221,10 @@ class Progress:
     def __call__(self, phase: str, done: float, total: float) -> None:
         frac = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
         n = int(frac * self.width)
-        line = (f"\r[{'#' * n}{'.' * (self.width - n)}] {phase:6s} {done:7.2f}/{total:.2f} s "
-                f"virtual, {time.monotonic() - self.t0:6.1f} s wall")
+        line = (
+            f"\r[{'#' * n}{'.' * (self.width - n)}] {phase:6s} {done:7.2f}/{total:.2f} s "
+            f"virtual, {time.monotonic() - self.t0:6.1f} s wall"
+        )
         if line != self._last:
             self.stream.write(line)
             self.stream.flush()

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from swarmgp.fusion.metrics import nlpd, rmse
 from swarmgp.fusion.summary import Summary, fuse
 
@@ -75,7 +74,9 @@ def component_sums(
     return out
 
 
-def consistency(fused: Mapping[int, Summary], exact: Mapping[int, Summary]) -> tuple[float, dict[int, float]]:
+def consistency(
+    fused: Mapping[int, Summary], exact: Mapping[int, Summary]
+) -> tuple[float, dict[int, float]]:
     """Max and per-agent ``|R_F(a) - R_F*| / |R_F*|``.
 
     Returns
@@ -105,8 +106,9 @@ class AgentScores:
         return float(np.mean(v)) if v else float("nan")
 
 
-def score_prediction(streams: Streams, a: int, mean: np.ndarray, var_y: np.ndarray,
-                     idx: np.ndarray | None = None) -> tuple[float, float]:
+def score_prediction(
+    streams: Streams, a: int, mean: np.ndarray, var_y: np.ndarray, idx: np.ndarray | None = None
+) -> tuple[float, float]:
     """RMSE and NLPD of a standardized prediction against agent a's test targets, in units."""
     y = streams.y_test(a) if idx is None else streams.y_test(a)[idx]
     mu, var = streams.to_units(mean, var_y)

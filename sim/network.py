@@ -369,7 +369,9 @@ class SimNetwork:
         self._last_msg, self._last_size = msg, size
         return size
 
-    def transmit_sized(self, src: int, dest: int, msg: object, now: float, size: int) -> list[float]:
+    def transmit_sized(
+        self, src: int, dest: int, msg: object, now: float, size: int
+    ) -> list[float]:
         """:meth:`transmit` with the size already known."""
         st = self.stats
         name = type(msg).__name__

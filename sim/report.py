@@ -27,9 +27,26 @@ __all__ = [
 
 #: Keys every report has (DESIGN.md section 4).
 REQUIRED_KEYS = (
-    "agents", "topology", "inducing", "samples", "batches_per_agent", "batch_size", "loss",
-    "seed", "learn", "rmse_local", "nlpd_local", "rmse_fused", "nlpd_fused", "rmse_oracle",
-    "consistency_max_rel_err", "baselines", "messages", "bytes", "wall_s", "peak_rss_mb",
+    "agents",
+    "topology",
+    "inducing",
+    "samples",
+    "batches_per_agent",
+    "batch_size",
+    "loss",
+    "seed",
+    "learn",
+    "rmse_local",
+    "nlpd_local",
+    "rmse_fused",
+    "nlpd_fused",
+    "rmse_oracle",
+    "consistency_max_rel_err",
+    "baselines",
+    "messages",
+    "bytes",
+    "wall_s",
+    "peak_rss_mb",
 )
 
 #: Keys that depend on the machine, not on the seed.
@@ -84,8 +101,16 @@ def check_report(report: Mapping[str, Any]) -> None:
     for name, v in report["baselines"].items():
         if not (isinstance(v, Mapping) and "rmse" in v and "nlpd" in v):
             raise ReportError(f"report: baseline {name!r} lacks rmse/nlpd")
-    for k in ("agents", "inducing", "samples", "batches_per_agent", "batch_size", "seed",
-              "messages", "bytes"):
+    for k in (
+        "agents",
+        "inducing",
+        "samples",
+        "batches_per_agent",
+        "batch_size",
+        "seed",
+        "messages",
+        "bytes",
+    ):
         if not isinstance(report[k], int) or isinstance(report[k], bool):
             raise ReportError(f"report: {k!r} must be an int, got {report[k]!r}")
     if not isinstance(report["learn"], bool):
@@ -115,7 +140,9 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         + (f" (settled {r['settle_s']:.3g} s virtual after the data)" if "settle_s" in r else ""),
     ]
     if r.get("baselines"):
-        parts = [f"{k} {_fmt(v.get('rmse'))}/{_fmt(v.get('nlpd'))}" for k, v in r["baselines"].items()]
+        parts = [
+            f"{k} {_fmt(v.get('rmse'))}/{_fmt(v.get('nlpd'))}" for k, v in r["baselines"].items()
+        ]
         lines.append("  baselines (rmse/nlpd): " + ", ".join(parts))
     lines.append(
         f"  cost: {r['messages']} messages, {r['bytes'] / 1e6:.3g} MB, wall {r['wall_s']:.3g} s, "

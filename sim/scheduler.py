@@ -56,8 +56,16 @@ AgentFactory = Callable[[int, int, float], SimAgent]
 class DriverStats:
     """Counters of the driver (ints)."""
 
-    __slots__ = ("events", "ticks", "deliveries", "observations", "missed_batches",
-                 "stale_ticks", "stalled_ticks", "churn")
+    __slots__ = (
+        "events",
+        "ticks",
+        "deliveries",
+        "observations",
+        "missed_batches",
+        "stale_ticks",
+        "stalled_ticks",
+        "churn",
+    )
 
     def __init__(self) -> None:
         self.events = self.ticks = self.deliveries = self.observations = 0
@@ -109,9 +117,7 @@ class Simulator:
         """Start agent a (incarnation 0) at time t."""
         self.queue.push(t, START, a)
 
-    def schedule_batch(
-        self, a: int, t: float, X: np.ndarray, y: np.ndarray, tag: int = -1
-    ) -> None:
+    def schedule_batch(self, a: int, t: float, X: np.ndarray, y: np.ndarray, tag: int = -1) -> None:
         """Deliver batch (X (n, d), y (n,)) to agent a at time t (lost if a is down then).
 
         ``(a, tag)`` is appended to :attr:`observed_batches` when the batch is delivered.

@@ -207,8 +207,10 @@ def synthetic_streams(spec: SyntheticStreamSpec) -> Streams:
     Y = F + spec.noise * r_noise.standard_normal((A, B, S))
     X_test = r_test.standard_normal((spec.n_test, d))
     y_test = np.stack(
-        [spec.signal * u(X_test @ W[g].T) + spec.noise * r_test.standard_normal(spec.n_test)
-         for g in range(G)]
+        [
+            spec.signal * u(X_test @ W[g].T) + spec.noise * r_test.standard_normal(spec.n_test)
+            for g in range(G)
+        ]
     )  # [G, n_test]
     batches = [[(X[a, k], Y[a, k]) for k in range(B)] for a in range(A)]
     info = {
@@ -294,9 +296,16 @@ def table_streams(spec: TableStreamSpec) -> Streams:
     StreamError
         Unreadable file, missing columns, non-numeric values, or too few rows.
     """
-    cols = list(dict.fromkeys([*( [spec.agent_column] if spec.agent_column else []),
-                               *spec.inputs, spec.target,
-                               *([spec.time_column] if spec.time_column else [])]))
+    cols = list(
+        dict.fromkeys(
+            [
+                *([spec.agent_column] if spec.agent_column else []),
+                *spec.inputs,
+                spec.target,
+                *([spec.time_column] if spec.time_column else []),
+            ]
+        )
+    )
     raw, _ = _read_csv(spec.path, cols)
     try:
         X = np.stack([raw[c].astype(np.float64) for c in spec.inputs], 1)  # [N, d]
@@ -344,7 +353,9 @@ def table_streams(spec: TableStreamSpec) -> Streams:
         nb = rows.size // S
         if spec.batches is not None:
             nb = min(nb, spec.batches)
-        batches.append([(Xs[rows[k * S : (k + 1) * S]], ys[rows[k * S : (k + 1) * S]]) for k in range(nb)])
+        batches.append(
+            [(Xs[rows[k * S : (k + 1) * S]], ys[rows[k * S : (k + 1) * S]]) for k in range(nb)]
+        )
     info = {
         "kind": "table",
         "path": os.path.basename(spec.path),
@@ -360,8 +371,14 @@ def table_streams(spec: TableStreamSpec) -> Streams:
         "d": int(X.shape[1]),
     }
     return Streams(
-        int(X.shape[1]), batches, Xs[test], ys[test][None, :], np.zeros(A, dtype=np.int64),
-        y_mu, y_sd, info,
+        int(X.shape[1]),
+        batches,
+        Xs[test],
+        ys[test][None, :],
+        np.zeros(A, dtype=np.int64),
+        y_mu,
+        y_sd,
+        info,
     )
 
 
@@ -389,8 +406,15 @@ def make_streams(
     if data in ("", "synthetic"):
         return synthetic_streams(
             SyntheticStreamSpec(
-                agents=agents, batches=batches, batch_size=batch_size, d=d, groups=groups,
-                spread=spread, noise=noise, n_test=n_test, seed=seed,
+                agents=agents,
+                batches=batches,
+                batch_size=batch_size,
+                d=d,
+                groups=groups,
+                spread=spread,
+                noise=noise,
+                n_test=n_test,
+                seed=seed,
             )
         )
     if not data.startswith("csv:"):

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding
 from swarmgp.fusion.hyper import Hyperparameters
 
@@ -160,7 +159,9 @@ class Swarm:
     settle_trace: list[tuple[float, float]] = field(default_factory=list)
 
 
-def build_swarm(s: SimSettings, adjacency: Adjacency | None = None, streams: Streams | None = None) -> Swarm:
+def build_swarm(
+    s: SimSettings, adjacency: Adjacency | None = None, streams: Streams | None = None
+) -> Swarm:
     """Build topology, streams, encoding, agents factory, network and simulator.
 
     Parameters
@@ -185,9 +186,18 @@ def build_swarm(s: SimSettings, adjacency: Adjacency | None = None, streams: Str
             adjacency = make_topology(s.topology, s.agents, seed=topo_seed)
     if streams is None:
         streams = make_streams(
-            s.data, agents=len(adjacency), batches=s.batches, batch_size=s.batch_size,
-            seed=int(ss_data.generate_state(1)[0]), d=s.dim, n_test=s.n_test, groups=s.groups,
-            spread=s.spread, noise=s.noise, agent_column=s.agent_column, inputs=s.inputs,
+            s.data,
+            agents=len(adjacency),
+            batches=s.batches,
+            batch_size=s.batch_size,
+            seed=int(ss_data.generate_state(1)[0]),
+            d=s.dim,
+            n_test=s.n_test,
+            groups=s.groups,
+            spread=s.spread,
+            noise=s.noise,
+            agent_column=s.agent_column,
+            inputs=s.inputs,
             target=s.target,
         )
     A = streams.n_agents
@@ -197,12 +207,17 @@ def build_swarm(s: SimSettings, adjacency: Adjacency | None = None, streams: Str
     diam = diameter(adjacency)
     tmo = _timeouts(s.heartbeat_s, max(s.loss, s.bursty or 0.0))
     timing = TimingConfig(
-        heartbeat_s=s.heartbeat_s, peer_timeout_s=tmo, root_timeout_s=tmo,
-        fuse_min_interval_s=s.fuse_interval_s, fuse_resend_s=s.resend_s,
+        heartbeat_s=s.heartbeat_s,
+        peer_timeout_s=tmo,
+        root_timeout_s=tmo,
+        fuse_min_interval_s=s.fuse_interval_s,
+        fuse_resend_s=s.resend_s,
     )
     model_cfg = LocalModelConfig(
         encoder=s.encoder,  # type: ignore[arg-type]
-        samples=s.samples, learn=s.learn, stream_batches=max(1, s.batches),
+        samples=s.samples,
+        learn=s.learn,
+        stream_batches=max(1, s.batches),
         initial=Hyperparameters.initial(streams.d),
     )
     max_dist = max(255, 2 * diam + 2)
@@ -212,24 +227,40 @@ def build_swarm(s: SimSettings, adjacency: Adjacency | None = None, streams: Str
         seq = np.random.SeedSequence(model_key, spawn_key=(*ss_model.spawn_key, a, incarnation))
         r_model, r_agent = (np.random.default_rng(x) for x in seq.spawn(2))
         cfg = AgentConfig(
-            agent_id=a, neighbors=adjacency[a], m=s.inducing, encoding_hash=encoding.hash,
-            incarnation=incarnation, timing=timing, max_dist=max_dist,
+            agent_id=a,
+            neighbors=adjacency[a],
+            m=s.inducing,
+            encoding_hash=encoding.hash,
+            incarnation=incarnation,
+            timing=timing,
+            max_dist=max_dist,
         )
         return Agent(cfg, LocalModel(encoding, model_cfg, r_model), now, rng=r_agent)
 
     from .network import GilbertElliott
 
     churn = tuple(s.churn)
-    t_data_end = (max((streams.n_batches(a) for a in range(A)), default=0) + 0.5) * s.batch_interval_s
+    t_data_end = (
+        max((streams.n_batches(a) for a in range(A)), default=0) + 0.5
+    ) * s.batch_interval_s
     if s.churn_rate > 0:
         churn += poisson_churn(
-            list(range(A)), s.churn_rate, 0.5 * s.batch_interval_s, t_data_end,
-            np.random.default_rng(ss_churn), downtime_s=2.0 * s.heartbeat_s,
+            list(range(A)),
+            s.churn_rate,
+            0.5 * s.batch_interval_s,
+            t_data_end,
+            np.random.default_rng(ss_churn),
+            downtime_s=2.0 * s.heartbeat_s,
         )
     net_cfg = NetworkConfig(
-        base_latency_s=s.latency_s, jitter_s=s.jitter_s, loss=s.loss,
+        base_latency_s=s.latency_s,
+        jitter_s=s.jitter_s,
+        loss=s.loss,
         bursty=GilbertElliott.from_mean(s.bursty) if s.bursty else None,
-        duplicate=s.duplicate, reorder=s.reorder, partitions=s.partitions, churn=churn,
+        duplicate=s.duplicate,
+        reorder=s.reorder,
+        partitions=s.partitions,
+        churn=churn,
     )
     network = SimNetwork(net_cfg, ss_net, encoding_hash=encoding.hash, m=s.inducing)
     sim = Simulator(factory, network)
@@ -314,12 +345,20 @@ def _run(
             if not ids:
                 return
             sc = score_agents(sim.agents, streams_, ids, keep_local=False, test_idx=series_idx)
-            sw.series.append({
-                "t": now, "batches": k, "rmse_local": sc.mean("rmse_local"),
-                "rmse_fused": sc.mean("rmse_fused"), "nlpd_local": sc.mean("nlpd_local"),
-                "nlpd_fused": sc.mean("nlpd_fused"), "ids": sc.ids,
-                "per_agent_local": sc.rmse_local, "per_agent_fused": sc.rmse_fused,
-            })
+            sw.series.append(
+                {
+                    "t": now,
+                    "batches": k,
+                    "rmse_local": sc.mean("rmse_local"),
+                    "rmse_fused": sc.mean("rmse_fused"),
+                    "nlpd_local": sc.mean("nlpd_local"),
+                    "nlpd_fused": sc.mean("nlpd_fused"),
+                    "ids": sc.ids,
+                    "per_agent_local": sc.rmse_local,
+                    "per_agent_fused": sc.rmse_fused,
+                }
+            )
+
         return fn
 
     for k in range(1, n_rounds + 1):
@@ -367,7 +406,13 @@ def _run(
         )
     if "sgpr_pooled" in s.baselines and Xp.shape[0] > 0:
         r = bl.score_sgpr_pooled(
-            streams_, ids, Xp, yp, s.inducing, iters=s.sgpr_iters, seed=s.seed,
+            streams_,
+            ids,
+            Xp,
+            yp,
+            s.inducing,
+            iters=s.sgpr_iters,
+            seed=s.seed,
             max_points=s.sgpr_max_points,
         )
         if r:

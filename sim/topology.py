@@ -114,7 +114,9 @@ def complete(n: int) -> Adjacency:
     return {i: tuple(j for j in range(n) if j != i) for i in range(n)}
 
 
-def components(adj: Mapping[int, Iterable[int]], alive: Iterable[int] | None = None) -> list[list[int]]:
+def components(
+    adj: Mapping[int, Iterable[int]], alive: Iterable[int] | None = None
+) -> list[list[int]]:
     """Connected components (sorted lists, ordered by smallest id), optionally of a subgraph.
 
     Parameters
@@ -229,7 +231,11 @@ def geometric(
         raise TopologyError(f"geometric: unknown mode {mode!r}")
     g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     pos = g.random((n, dim))  # [n, dim]
-    r = float(radius) if radius is not None else math.sqrt(2.0 * math.log(max(n, 2)) / (math.pi * max(n, 2)))
+    r = (
+        float(radius)
+        if radius is not None
+        else math.sqrt(2.0 * math.log(max(n, 2)) / (math.pi * max(n, 2)))
+    )
     if r <= 0:
         raise TopologyError(f"geometric: expected radius > 0, got {radius}")
     # neighbour search by cells of side r keeps this O(n) in memory for 10^4+ nodes
@@ -257,20 +263,18 @@ def _within(pos: np.ndarray, r: float) -> list[set[int]]:
     for key, members in buckets.items():
         cand: list[int] = []
         for off in offsets:
-            cand.extend(buckets.get(tuple(int(k + o) for k, o in zip(key, off)), ()))
+            cand.extend(buckets.get(tuple(int(k + o) for k, o in zip(key, off, strict=False)), ()))
         ci = np.array(cand)
         mi = np.array(members)
         d2 = ((pos[mi, None, :] - pos[None, ci, :]) ** 2).sum(-1)
         ii, jj = np.nonzero(d2 <= r2)
-        for a, b in zip(mi[ii], ci[jj]):
+        for a, b in zip(mi[ii], ci[jj], strict=False):
             if a != b:
                 nb[int(a)].add(int(b))
     return nb
 
 
-def smallworld(
-    n: int, k: int = 4, p: float = 0.1, rng: np.random.Generator | int = 0
-) -> Adjacency:
+def smallworld(n: int, k: int = 4, p: float = 0.1, rng: np.random.Generator | int = 0) -> Adjacency:
     """Watts-Strogatz small world: ring lattice with k nearest neighbours, each edge rewired
     with probability p; then made connected by linking consecutive components (deterministic).
 
@@ -309,7 +313,7 @@ def smallworld(
                         nb[c].add(i)
                         break
     comps = components({i: tuple(s) for i, s in enumerate(nb)})
-    for c0, c1 in zip(comps, comps[1:]):
+    for c0, c1 in zip(comps, comps[1:], strict=False):
         a, b = c0[0], c1[0]
         nb[a].add(b)
         nb[b].add(a)

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
 from swarmgp.sim.cli import main
 from swarmgp.sim.report import REQUIRED_KEYS, ReportError, check_report
@@ -23,13 +22,40 @@ from swarmgp.sim.streams import (
 
 def test_cli_writes_report_and_plot(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     rep, png = tmp_path / "r.json", tmp_path / "p.png"
-    rc = main([
-        "--agents", "5", "--topology", "tree", "--inducing", "12", "--batches", "2",
-        "--batch-size", "10", "--no-learn", "--loss", "0.1", "--seed", "3", "--quiet",
-        "--baselines", "local,oracle,gpoe,rbcm,dpitc", "--test-points", "60",
-        "--partition", "1:3:0,1", "--churn", "1.5:4:crash", "--churn", "2.5:4:restart",
-        "--report", str(rep), "--plot", str(png),
-    ])
+    rc = main(
+        [
+            "--agents",
+            "5",
+            "--topology",
+            "tree",
+            "--inducing",
+            "12",
+            "--batches",
+            "2",
+            "--batch-size",
+            "10",
+            "--no-learn",
+            "--loss",
+            "0.1",
+            "--seed",
+            "3",
+            "--quiet",
+            "--baselines",
+            "local,oracle,gpoe,rbcm,dpitc",
+            "--test-points",
+            "60",
+            "--partition",
+            "1:3:0,1",
+            "--churn",
+            "1.5:4:crash",
+            "--churn",
+            "2.5:4:restart",
+            "--report",
+            str(rep),
+            "--plot",
+            str(png),
+        ]
+    )
     assert rc == 0
     r = json.loads(rep.read_text())
     assert set(REQUIRED_KEYS) <= set(r)
@@ -65,15 +91,26 @@ def test_table_stream_from_csv(tmp_path) -> None:  # type: ignore[no-untyped-def
     p = tmp_path / "t.csv"
     rows = ["station,lon,lat,t,val"]
     for i in range(600):
-        rows.append(f"S{i % 4},{rng.normal():.4f},{rng.normal():.4f},{i},{rng.normal() * 3 + 10:.4f}")
+        rows.append(
+            f"S{i % 4},{rng.normal():.4f},{rng.normal():.4f},{i},{rng.normal() * 3 + 10:.4f}"
+        )
     p.write_text("\n".join(rows) + "\n")
     s = make_streams(f"csv:{p}", agents=4, batches=5, batch_size=10, seed=0, n_test=100)
     assert s.n_agents == 4 and all(s.n_batches(a) == 5 for a in range(4))
     assert s.info["target"] == "val" and abs(s.y_mean - 10) < 1
     mu, var = s.to_units(np.zeros(3), np.ones(3))
     assert np.allclose(mu, s.y_mean) and np.allclose(var, s.y_std**2)
-    r = table_streams(TableStreamSpec(str(p), agents=3, agent_column=None, target="val",
-                                      batches=None, batch_size=20, n_test=100))
+    r = table_streams(
+        TableStreamSpec(
+            str(p),
+            agents=3,
+            agent_column=None,
+            target="val",
+            batches=None,
+            batch_size=20,
+            n_test=100,
+        )
+    )
     assert r.n_agents == 3 and sum(r.n_batches(a) for a in range(3)) >= 20
     with pytest.raises(StreamError):
         make_streams(f"csv:{p}", agents=9, batches=5, batch_size=10, seed=0, n_test=100)
@@ -85,14 +122,22 @@ def test_table_stream_from_csv(tmp_path) -> None:  # type: ignore[no-untyped-def
         make_streams("parquet:x", agents=2, batches=1, batch_size=1, seed=0)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "midwest_ozone.csv").exists(),
-                    reason="shared data folder ../shared/data absent")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "midwest_ozone.csv").exists(),
+    reason="shared data folder ../shared/data absent",
+)
 def test_real_ozone_stream_runs_exactly() -> None:
     from swarmgp.sim.swarm import SimSettings, run_simulation
 
     s = SimSettings(
-        agents=10, topology="geometric", data=f"csv:{SHARED_DATA / 'midwest_ozone.csv'}",
-        inducing=20, batches=3, batch_size=10, learn=False, n_test=200,
+        agents=10,
+        topology="geometric",
+        data=f"csv:{SHARED_DATA / 'midwest_ozone.csv'}",
+        inducing=20,
+        batches=3,
+        batch_size=10,
+        learn=False,
+        n_test=200,
         baselines=("local", "oracle"),
     )
     r = run_simulation(s)

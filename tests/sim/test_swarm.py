@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from swarmgp.fusion.summary import fuse
 from swarmgp.sim.metrics import live_components
 from swarmgp.sim.network import ChurnEvent, Partition
@@ -15,8 +14,14 @@ from swarmgp.sim.topology import TOPOLOGIES
 
 #: Small, fast exactness settings: learning off, tiny m.
 EXACT = dict(
-    agents=12, inducing=10, batches=3, batch_size=10, learn=False, n_test=50,
-    series_agents=2, baselines=("local", "oracle", "dpitc"),
+    agents=12,
+    inducing=10,
+    batches=3,
+    batch_size=10,
+    learn=False,
+    n_test=50,
+    series_agents=2,
+    baselines=("local", "oracle", "dpitc"),
 )
 
 
@@ -93,8 +98,17 @@ def test_partition_each_side_then_all_after_healing() -> None:
 
 def test_reproducible_bit_for_bit() -> None:
     s = SimSettings(
-        agents=6, inducing=12, batches=3, batch_size=10, learn=True, loss=0.2, duplicate=0.1,
-        topology="smallworld", n_test=50, seed=9, baselines=("local", "oracle", "gpoe", "rbcm"),
+        agents=6,
+        inducing=12,
+        batches=3,
+        batch_size=10,
+        learn=True,
+        loss=0.2,
+        duplicate=0.1,
+        topology="smallworld",
+        n_test=50,
+        seed=9,
+        baselines=("local", "oracle", "gpoe", "rbcm"),
     )
     a, b = run_simulation(s), run_simulation(s)
     assert comparable(a) == comparable(b)
@@ -107,8 +121,17 @@ def test_fusion_beats_local_in_the_papers_synthetic_setting() -> None:
     # SYNTHETIC (COOL-GP Sec. 5a): two agents, one latent u seen through two projections,
     # 6-D inputs, batches of 40; learning on. Shortened to 5 batches per agent.
     s = SimSettings(
-        agents=2, topology="complete", dim=6, groups=2, inducing=50, batches=5, batch_size=40,
-        learn=True, n_test=400, seed=0, baselines=("local", "oracle", "gpoe", "rbcm"),
+        agents=2,
+        topology="complete",
+        dim=6,
+        groups=2,
+        inducing=50,
+        batches=5,
+        batch_size=40,
+        learn=True,
+        n_test=400,
+        seed=0,
+        baselines=("local", "oracle", "gpoe", "rbcm"),
     )
     r = run_simulation(s)
     assert r["consistency_max_rel_err"] <= 1e-9
@@ -118,8 +141,17 @@ def test_fusion_beats_local_in_the_papers_synthetic_setting() -> None:
 
 def test_fusion_beats_local_with_many_agents() -> None:
     s = SimSettings(
-        agents=20, topology="geometric", dim=2, groups=1, inducing=30, batches=4, batch_size=10,
-        learn=True, n_test=200, seed=1, baselines=("local", "gpoe", "rbcm"),
+        agents=20,
+        topology="geometric",
+        dim=2,
+        groups=1,
+        inducing=30,
+        batches=4,
+        batch_size=10,
+        learn=True,
+        n_test=200,
+        seed=1,
+        baselines=("local", "gpoe", "rbcm"),
     )
     r = run_simulation(s)
     assert r["rmse_fused"] < r["rmse_local"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from swarmgp.sim.topology import (
     TOPOLOGIES,
     TopologyError,
