@@ -261,7 +261,7 @@ class Agent:
                 (s, Hello(self.id, self.config.incarnation, self._next_seq(), self.config.endpoint))
             )
             self.counters["tx.hello"] += 1
-            self._hb_due = min(self._hb_due, now)
+            self._trigger_beacon(now)
         peer = self.peers.get(s)
         if isinstance(msg, Goodbye):
             self.peers.depart(s)
@@ -402,7 +402,7 @@ class Agent:
         live = self.peers.live()
         if self.tree.recompute(now, live):
             self.counters["tree_changes"] += 1
-            self._hb_due = min(self._hb_due, now)  # triggered beacon: tell neighbours at once
+            self._trigger_beacon(now)  # tell neighbours soon, rate-limited
         nbrs = self.tree.neighbors(live)
         if nbrs != self._tree_nbrs:
             for k in self._tree_nbrs - nbrs:
@@ -412,6 +412,12 @@ class Agent:
             self._tree_nbrs = nbrs
             self._gen = self._next_stamp()
             self._schedule_fuse(now)
+
+    def _trigger_beacon(self, now: float) -> None:
+        # a burst of tree changes while the tree forms costs one beacon per interval,
+        # not one per change (that was degree^2 messages per agent at start-up)
+        soonest = self._last_hb + self.config.timing.beacon_min_interval_s
+        self._hb_due = min(self._hb_due, max(now, soonest))
 
     def _schedule_fuse(self, now: float) -> None:
         if self._fuse_due == math.inf:

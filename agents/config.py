@@ -30,6 +30,9 @@ class TimingConfig:
         Coalescing: at most one round of fusion messages per this interval.
     fuse_resend_s : float
         Period of unconditional resend of the latest fusion messages (repairs loss).
+    beacon_min_interval_s : float
+        Rate limit of *triggered* beacons (sent early on a tree change or a new peer), so a
+        burst of changes while the tree forms costs one beacon, not one per change.
     """
 
     heartbeat_s: float = 0.5
@@ -37,6 +40,7 @@ class TimingConfig:
     root_timeout_s: float = 2.5
     fuse_min_interval_s: float = 0.01
     fuse_resend_s: float = 1.0
+    beacon_min_interval_s: float = 0.05
 
     def __post_init__(self) -> None:
         if not (self.heartbeat_s > 0 and self.fuse_resend_s > 0 and self.fuse_min_interval_s >= 0):
@@ -56,6 +60,7 @@ class TimingConfig:
             root_timeout_s=6 * heartbeat_s,
             fuse_min_interval_s=heartbeat_s / 20,
             fuse_resend_s=4 * heartbeat_s,
+            beacon_min_interval_s=heartbeat_s / 10,
         )
 
 
