@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="simulate a swarm in one process (virtual time)")
     add_common_options(sim)
+    from swarmgp.sim.cli import add_sim_arguments  # light: the simulator loads on use
+
+    add_sim_arguments(sim)
 
     local = sub.add_parser("local", help="run a real swarm of agent processes on this machine")
     add_common_options(local)

@@ -27,11 +27,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import launch  # noqa: E402
 from swarmgp.agents.launcher import LocalSwarm, make_adjacency  # noqa: E402
 from swarmgp.fusion.summary import Summary  # noqa: E402
 from swarmgp.protocol.codec import decode, encode  # noqa: E402
 from swarmgp.protocol.messages import Fuse, TreeState  # noqa: E402
+
+import launch  # noqa: E402
 
 
 def bench_codec(m: int = 100, reps: int = 3000) -> dict[str, float]:
@@ -62,9 +63,24 @@ def bench_codec(m: int = 100, reps: int = 3000) -> dict[str, float]:
 
 def bench_swarm(n: int, topology: str, m: int, heartbeat: float, timeout: float) -> dict:
     args = launch.build_parser().parse_args(
-        ["local", "--agents", str(n), "--topology", topology, "--inducing", str(m),
-         "--no-learn", "--batches", "2", "--batch-size", "50", "--heartbeat", str(heartbeat),
-         "--seed", "1"]
+        [
+            "local",
+            "--agents",
+            str(n),
+            "--topology",
+            topology,
+            "--inducing",
+            str(m),
+            "--no-learn",
+            "--batches",
+            "2",
+            "--batch-size",
+            "50",
+            "--heartbeat",
+            str(heartbeat),
+            "--seed",
+            "1",
+        ]
     )
     adj = make_adjacency(topology, n, 1)
     with tempfile.TemporaryDirectory(prefix="swarmgp-bench-") as d:
@@ -80,7 +96,10 @@ def bench_swarm(n: int, topology: str, m: int, heartbeat: float, timeout: float)
             rss = [r.info["peak_rss_mb"] for r in replies.values()]
             diam_edges = sum(len(v) for v in adj.values()) // 2
             return {
-                "agents": n, "topology": topology, "edges": diam_edges, "m": m,
+                "agents": n,
+                "topology": topology,
+                "edges": diam_edges,
+                "m": m,
                 "heartbeat_s": heartbeat,
                 "startup_s": t_started,
                 "consistency_after_last_obs_s": last_move - last_obs,

@@ -2,7 +2,8 @@
 
 Agent A1 receives a fixed 5 batches; agent A2 keeps receiving batches, N = 1..30. Both see
 one phenomenon (synthetic, one projection, 3-D inputs by default: a function the agents
-can learn from a few hundred points, like Fig. 5a's AIMPEAK), |I| = 50, batches of 20, learning on. The
+can learn from a few hundred points, like Fig. 5a's AIMPEAK), |I| = 50, batches of 20,
+learning on. The
 per-agent pre- and post-fusion RMSE at each checkpoint gives the four curves of Fig. 5a.
 Writes ``docs/figures/disparity.png`` and ``experiments/results/disparity.json``.
 
@@ -59,7 +60,7 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, ys in curves.items():
         ax.plot(N, ys, ("o-" if "pre" in name else "s-"), ms=3, label=name)
-    ax.set_xlabel("N, batches streamed (A1 stops after %d)" % a.a1_batches)
+    ax.set_xlabel(f"N, batches streamed (A1 stops after {a.a1_batches})")
     ax.set_ylabel("RMSE")
     ax.set_title("information disparity, 2 agents")
     ax.legend()

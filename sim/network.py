@@ -87,7 +87,7 @@ class GilbertElliott:
 
     @classmethod
     def from_mean(cls, loss: float, burst: float = 4.0) -> GilbertElliott:
-        """Gilbert model (loss 0 in Good, 1 in Bad) with the given mean loss and mean burst length."""
+        """Gilbert model (loss 0 in Good, 1 in Bad) of the given mean loss and burst length."""
         _prob("loss", loss)
         if burst < 1:
             raise NetworkError(f"Gilbert-Elliott: mean burst length must be >= 1, got {burst}")

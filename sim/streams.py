@@ -310,7 +310,11 @@ def table_streams(spec: TableStreamSpec) -> Streams:
     try:
         X = np.stack([raw[c].astype(np.float64) for c in spec.inputs], 1)  # [N, d]
         y = raw[spec.target].astype(np.float64)  # [N]
-        t = raw[spec.time_column].astype(np.float64) if spec.time_column else np.arange(y.size)
+        t: np.ndarray = (
+            raw[spec.time_column].astype(np.float64)
+            if spec.time_column
+            else np.arange(y.size, dtype=np.float64)
+        )
     except ValueError as exc:
         raise StreamError(f"table stream {spec.path!r}: non-numeric value: {exc}") from None
     ok = np.isfinite(X).all(1) & np.isfinite(y)

@@ -155,7 +155,7 @@ class Swarm:
     network: SimNetwork
     diameter: int
     t_data_end: float
-    series: list[dict[str, float]] = field(default_factory=list)
+    series: list[dict[str, Any]] = field(default_factory=list)
     settle_trace: list[tuple[float, float]] = field(default_factory=list)
 
 

@@ -76,7 +76,7 @@ def from_edges(n: int, edges: Iterable[tuple[int, int]]) -> Adjacency:
 
 
 def tree(n: int, branching: int = 2) -> Adjacency:
-    """Complete ``branching``-ary tree in heap order: node i's parent is ``(i - 1) // branching``."""
+    """Complete ``branching``-ary tree in heap order: i's parent is ``(i - 1) // branching``."""
     _check_n(n)
     if branching < 1:
         raise TopologyError(f"tree: expected branching >= 1, got {branching}")

@@ -1,4 +1,4 @@
-"""SimNetwork: loss, duplication, bursty loss, partitions, latency and churn at their seeded rates."""
+"""SimNetwork: loss, duplication, bursty loss, partitions, latency, churn at seeded rates."""
 
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ def test_latency_reordering_and_size_term() -> None:
     jit = SimNetwork(NetworkConfig(jitter_s=0.01, reorder=0.5, reorder_delay_s=0.1), seed=1)
     times = [jit.transmit(0, 1, Goodbye(0, 0, i), 0.0)[0] for i in range(2000)]
     assert min(times) >= 0.005 and jit.stats.reordered > 800
-    assert any(b < a for a, b in zip(times, times[1:], strict=False))  # arrival order differs from send order
+    assert any(
+        b < a for a, b in zip(times, times[1:], strict=False)
+    )  # arrival order differs from send order
 
 
 def test_partitions_block_both_ways_only_inside_window() -> None:
