@@ -1,8 +1,7 @@
 """ZeroMQ SUB feed source (``zmq+sub://host:port/topic``).
 
-``zmq`` is imported lazily inside functions: per the architecture only
-``protocol/zmq_transport.py`` imports it at module level; this source is the
-documented exception, and importing this module does not load ``zmq``.
+The socket comes from :class:`swarmgp.protocol.zmq_transport.SubscriberSocket` (only
+``protocol/`` imports ``zmq``), loaded lazily so that importing this module does not load it.
 
 Wire format: two-frame messages ``[topic, payload]`` (a single frame is read as the
 payload with an empty topic). The payload is a JSON object validated like any row
@@ -86,40 +85,30 @@ class ZmqSubSource(Source):
         self._sock = self._connect()
 
     def _connect(self) -> Any:
-        import zmq
+        from ...protocol.zmq_transport import SubscriberSocket
 
-        ctx = self._context if self._context is not None else zmq.Context.instance()
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
-        sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
-        sock.connect(self.endpoint)
-        return sock
+        return SubscriberSocket(self.endpoint, self.topic, self.rcvhwm, self._context)
 
     def stop(self) -> None:
         """Ask the iteration to end at its next poll (thread-safe)."""
         self._stop.set()
 
     def _produce(self) -> Iterator[Observation]:
-        import zmq
-
         sock = self._sock
         if sock is None:
             return
         parser = RowParser(self.schema, self.uri)
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
         last = time.monotonic()
         n = 0
         while not self._stop.is_set():
-            if not poller.poll(int(self.poll_s * 1000)):
+            if not sock.poll(self.poll_s):
                 if (
                     self.idle_timeout_s is not None
                     and time.monotonic() - last > self.idle_timeout_s
                 ):
                     return
                 continue
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames = sock.recv_frames()
             last = time.monotonic()
             n += 1
             topic = frames[0].decode("utf-8", "replace") if len(frames) > 1 else ""
@@ -148,6 +137,6 @@ class ZmqSubSource(Source):
     def close(self) -> None:
         """Close the socket (idempotent)."""
         if self._sock is not None:
-            self._sock.close(0)
+            self._sock.close()
             self._sock = None
         super().close()
