@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from swarmgp.agents.launcher import LocalSwarm, read_records, resolve_identity  # noqa: E402
+from swarmgp.sim.report import REQUIRED_KEYS  # noqa: E402
 
 import launch  # noqa: E402
 
@@ -174,28 +175,7 @@ def test_launch_local_report_and_no_orphans(tmp_path: Path) -> None:
     out, err = p.communicate(timeout=80)
     assert p.returncode == 0, err.decode()
     rep = json.loads(report.read_text())
-    for key in (
-        "agents",
-        "topology",
-        "inducing",
-        "samples",
-        "batches_per_agent",
-        "batch_size",
-        "loss",
-        "seed",
-        "learn",
-        "rmse_local",
-        "nlpd_local",
-        "rmse_fused",
-        "nlpd_fused",
-        "rmse_oracle",
-        "consistency_max_rel_err",
-        "baselines",
-        "messages",
-        "bytes",
-        "wall_s",
-        "peak_rss_mb",
-    ):
+    for key in REQUIRED_KEYS:  # the DESIGN.md section 4 contract, shared with the simulator
         assert key in rep
     assert rep["consistency_max_rel_err"] <= 1e-9 and rep["learn"] is False
     assert abs(rep["rmse_fused"] - rep["rmse_oracle"]) <= 1e-6 * rep["rmse_oracle"]
