@@ -17,7 +17,6 @@ training rows; scores are reported back in the target's units (see
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -25,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..agents.sources import ColumnSchema, open_source
+from ..agents.sources.errors import SourceError
 
 __all__ = [
     "StreamError",
@@ -268,24 +270,37 @@ class TableStreamSpec:
     seed: int = 0
 
 
-def _read_csv(path: str, columns: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Numeric columns as float64 arrays plus the raw agent-key strings of the first column."""
+def _read_table(spec: TableStreamSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """Rows of the table through the shared CSV source: ``(X [N, d], y [N], t [N], keys)``.
+
+    Rows with NaN or infinite values are skipped (counted by the source); any other bad row
+    (missing or non-numeric value, wrong width) makes the table unusable.
+    """
+    schema = ColumnSchema(
+        agent=spec.agent_column,
+        # without a time column any present column will do: t is then the row number
+        time=spec.time_column or spec.target,
+        inputs=tuple(spec.inputs),
+        target=spec.target,
+    )
     try:
-        fh = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise StreamError(f"table stream {path!r}: cannot open: {exc.strerror or exc}") from exc
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise StreamError(f"table stream {path!r}: empty file")
-        header = [h.strip() for h in header]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise StreamError(f"table stream {path!r}: no column(s) {missing}; header {header}")
-        idx = [header.index(c) for c in columns]
-        rows = [[r[i] for i in idx] for r in reader if r]
-    return {c: np.array([r[j] for r in rows], dtype=object) for j, c in enumerate(columns)}, header
+        with open_source(f"csv:{spec.path}", schema=schema, on_bad="count") as src:
+            rows = list(src)
+            rejected = dict(src.stats.rejected)
+    except SourceError as exc:
+        raise StreamError(f"table stream {spec.path!r}: {exc}") from None
+    fatal = {k: v for k, v in rejected.items() if k != "non_finite"}
+    if fatal:
+        raise StreamError(f"table stream {spec.path!r}: bad rows {fatal}")
+    d = len(spec.inputs)
+    X = np.array([o.x for o in rows], dtype=np.float64).reshape(len(rows), d)  # [N, d]
+    y = np.array([o.y for o in rows], dtype=np.float64)  # [N]
+    if spec.time_column:
+        t = np.array([o.t for o in rows], dtype=np.float64)
+    else:
+        t = np.arange(y.size, dtype=np.float64)
+    keys = np.array([o.agent for o in rows], dtype=object) if spec.agent_column else None
+    return X, y, t, keys
 
 
 def table_streams(spec: TableStreamSpec) -> Streams:
@@ -296,30 +311,7 @@ def table_streams(spec: TableStreamSpec) -> Streams:
     StreamError
         Unreadable file, missing columns, non-numeric values, or too few rows.
     """
-    cols = list(
-        dict.fromkeys(
-            [
-                *([spec.agent_column] if spec.agent_column else []),
-                *spec.inputs,
-                spec.target,
-                *([spec.time_column] if spec.time_column else []),
-            ]
-        )
-    )
-    raw, _ = _read_csv(spec.path, cols)
-    try:
-        X = np.stack([raw[c].astype(np.float64) for c in spec.inputs], 1)  # [N, d]
-        y = raw[spec.target].astype(np.float64)  # [N]
-        t: np.ndarray = (
-            raw[spec.time_column].astype(np.float64)
-            if spec.time_column
-            else np.arange(y.size, dtype=np.float64)
-        )
-    except ValueError as exc:
-        raise StreamError(f"table stream {spec.path!r}: non-numeric value: {exc}") from None
-    ok = np.isfinite(X).all(1) & np.isfinite(y)
-    X, y, t = X[ok], y[ok], np.asarray(t)[ok]
-    keys = raw[spec.agent_column][ok] if spec.agent_column else None
+    X, y, t, keys = _read_table(spec)
     N = y.size
     if N <= spec.n_test + 1:
         raise StreamError(f"table stream {spec.path!r}: {N} rows, need more than n_test")
