@@ -27,6 +27,7 @@ import numpy as np
 
 from ..agents.sources import ColumnSchema, open_source
 from ..agents.sources.errors import SourceError
+from ..agents.sources.synthetic import rff_latent
 
 __all__ = [
     "StreamError",
@@ -158,28 +159,6 @@ class SyntheticStreamSpec:
             raise StreamError(f"synthetic stream: groups must be >= 1, got {self.groups}")
         if self.noise <= 0 or self.signal <= 0 or self.spread < 0:
             raise StreamError("synthetic stream: expected noise > 0, signal > 0, spread >= 0")
-
-
-def rff_latent(d: int, features: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
-    """A draw of ``u ~ GP(0, exp(-|z-z'|^2/2))`` on R^d by random Fourier features.
-
-    Returns
-    -------
-    callable
-        ``u(Z)`` for Z of shape (n, d), returning shape (n,).
-    """
-    omega = rng.standard_normal((features, d))  # spectral density of the unit SE kernel
-    phase = rng.uniform(0.0, 2.0 * np.pi, features)
-    w = rng.standard_normal(features)
-    scale = math.sqrt(2.0 / features)
-
-    def u(Z: np.ndarray) -> np.ndarray:
-        out = np.empty(Z.shape[0])
-        for i in range(0, Z.shape[0], 8192):  # bounded memory for 10^6 points
-            out[i : i + 8192] = scale * (np.cos(Z[i : i + 8192] @ omega.T + phase) @ w)
-        return out
-
-    return u
 
 
 def synthetic_streams(spec: SyntheticStreamSpec) -> Streams:

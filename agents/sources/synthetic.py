@@ -15,7 +15,7 @@ Agents take turns: step ``i`` yields one observation per agent at ``t = i * dt``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,6 +95,39 @@ class SyntheticSpec:
         return asdict(self)
 
 
+def rff_latent(
+    d: int, features: int, rng: np.random.Generator
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A draw of ``u ~ GP(0, exp(-|z - z'|^2 / 2))`` on R^d by random Fourier features.
+
+    Parameters
+    ----------
+    d : int
+        Latent dimension.
+    features : int
+        Number of random features (more: closer to an exact GP draw).
+    rng : numpy.random.Generator
+        Draws the frequencies, phases and weights (in that order).
+
+    Returns
+    -------
+    callable
+        ``u(Z)`` for Z of shape (n, d), returning shape (n,).
+    """
+    omega = rng.standard_normal((features, d))  # spectral density of the unit SE kernel
+    phase = rng.uniform(0.0, 2.0 * np.pi, features)
+    w = rng.standard_normal(features)
+    scale = np.sqrt(2.0 / features)
+
+    def u(Z: np.ndarray) -> np.ndarray:
+        out = np.empty(Z.shape[0])
+        for i in range(0, Z.shape[0], 8192):  # bounded memory for 10^6 points
+            out[i : i + 8192] = scale * (np.cos(Z[i : i + 8192] @ omega.T + phase) @ w)
+        return out
+
+    return u
+
+
 class LatentFunction:
     """The ground truth of a :class:`SyntheticSpec`: ``u`` and the projections ``W_a``."""
 
@@ -102,9 +135,7 @@ class LatentFunction:
         self.spec = spec
         k = spec.latent_dim or spec.d
         rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0]))
-        self.omega = rng.standard_normal((spec.n_features, k))
-        self.b = rng.uniform(0.0, 2 * np.pi, spec.n_features)
-        self.w = rng.standard_normal(spec.n_features)
+        self._u = rff_latent(k, spec.n_features, rng)
         eye = np.eye(k, spec.d)
         self.W = np.stack(
             [
@@ -113,14 +144,9 @@ class LatentFunction:
             ]
         )
 
-    def u(self, Z: np.ndarray, block: int = 128) -> np.ndarray:
-        """Latent function at ``Z [n, k]`` (evaluated in blocks of rows to bound memory)."""
-        Z = np.asarray(Z, dtype=np.float64)
-        F = self.omega.shape[0]
-        out = np.empty(Z.shape[0])
-        for i in range(0, Z.shape[0], block):
-            out[i : i + block] = np.cos(Z[i : i + block] @ self.omega.T + self.b) @ self.w
-        return np.sqrt(2.0 / F) * out
+    def u(self, Z: np.ndarray) -> np.ndarray:
+        """Latent function at ``Z [n, k]``."""
+        return self._u(np.asarray(Z, dtype=np.float64))
 
     def f(self, agent: int, X: np.ndarray) -> np.ndarray:
         """Noise-free ``f_a(X)`` for ``X [n, d]``."""
