@@ -38,6 +38,7 @@ import numpy as np
 
 from ..fusion.errors import SwarmGPError
 from ..fusion.summary import Summary, fuse
+from .sources.synthetic import rff_latent
 
 __all__ = [
     "LocalSwarm",
@@ -89,7 +90,7 @@ def load_peers_file(path: str) -> dict[int, tuple[int, ...]]:
 
 @dataclass(frozen=True)
 class SyntheticTask:
-    """Deterministic synthetic streams: a common latent function through per-agent projections.
+    """Deterministic synthetic streams: one latent GP draw u through per-agent projections.
 
     Attributes
     ----------
@@ -104,14 +105,14 @@ class SyntheticTask:
     d: int = 2
     noise: float = 0.1
 
-    def _latent_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r = np.random.default_rng([self.seed, 7919])
-        return r.standard_normal((6, self.d)) * 0.9, r.uniform(0, 2 * np.pi, 6), r.normal(0, 0.6, 6)
+    def __post_init__(self) -> None:
+        # the same kind of draw of u as the synthetic source and the simulator use
+        u = rff_latent(self.d, 64, np.random.default_rng([self.seed, 7919]))
+        object.__setattr__(self, "_u", u)
 
     def latent(self, Z: np.ndarray) -> np.ndarray:
-        """g(z) for Z of shape (n, d); returns (n,)."""
-        w, b, a = self._latent_params()
-        return np.sin(Z @ w.T + b) @ a
+        """u(z) for Z of shape (n, d); returns (n,)."""
+        return self._u(Z)  # type: ignore[attr-defined, no-any-return]
 
     def projection(self, agent: int) -> np.ndarray:
         """W_a of shape (d, d): identity plus a small agent-specific perturbation."""
