@@ -119,10 +119,12 @@ def rff_latent(
     w = rng.standard_normal(features)
     scale = np.sqrt(2.0 / features)
 
+    block = max(1, 65536 // features)  # rows per block: temporaries stay near 512 KB
+
     def u(Z: np.ndarray) -> np.ndarray:
         out = np.empty(Z.shape[0])
-        for i in range(0, Z.shape[0], 8192):  # bounded memory for 10^6 points
-            out[i : i + 8192] = scale * (np.cos(Z[i : i + 8192] @ omega.T + phase) @ w)
+        for i in range(0, Z.shape[0], block):
+            out[i : i + block] = scale * (np.cos(Z[i : i + block] @ omega.T + phase) @ w)
         return out
 
     return u
