@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.stats import qmc
 
+from .design import halton
 from .errors import IncompatibleEncoding, ShapeError
 from .linalg import cholesky
 
@@ -61,7 +61,8 @@ class EncodingSpec:
     m : int
         Number of inducing inputs.
     design : {"halton", "sobol", "grid", "normal"}
-        How the inducing inputs are laid out.
+        How the inducing inputs are laid out. "halton" and "sobol" are both our own scrambled
+        Halton design (:mod:`swarmgp.fusion.design`) from independent permutation streams.
     seed : int
         Seed of the scrambled low-discrepancy or normal design.
     scale : float
@@ -90,11 +91,12 @@ class EncodingSpec:
 
 def _inducing_inputs(spec: EncodingSpec) -> np.ndarray:
     d, m = spec.d, spec.m
-    if spec.design == "halton":
-        u = qmc.Halton(d, scramble=True, seed=spec.seed).random(m)
-        return spec.scale * (2.0 * u - 1.0)
-    if spec.design == "sobol":
-        u = qmc.Sobol(d, scramble=True, seed=spec.seed).random(m)
+    if spec.design in ("halton", "sobol"):
+        # "sobol" is kept as a spec name for old configurations; it now draws our own scrambled
+        # Halton design from an independent permutation stream (fusion never imports
+        # scipy.stats). The design name is part of the hash, so the two never collide.
+        stream = spec.seed if spec.design == "halton" else [spec.seed, 0x50B01]
+        u = halton(m, d, stream)  # [m, d]
         return spec.scale * (2.0 * u - 1.0)
     if spec.design == "normal":
         return spec.scale * np.random.default_rng(spec.seed).standard_normal((m, d))
