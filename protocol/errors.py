@@ -13,7 +13,8 @@ Hierarchy::
         │   ├── BadArray           an array frame has the wrong dtype, shape, size or values
         │   ├── BadSummary         the summary is not finite symmetric positive definite
         │   └── EncodingMismatch   the message refers to another common encoding
-        └── TransportError         a transport could not be set up or used
+        ├── TransportError         a transport could not be set up or used
+        └── KeyringError           a swarm keyring is missing, malformed or inconsistent
 
 A decoder raises only :class:`DecodeError` subclasses for bad input, never anything else, so
 a receive loop can drop and count them by ``reason`` without touching state.
@@ -21,7 +22,7 @@ a receive loop can drop and count them by ``reason`` without touching state.
 
 from __future__ import annotations
 
-from ..fusion.errors import SwarmGPError
+from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = [
     "BadArray",
@@ -32,6 +33,7 @@ __all__ = [
     "BadSummary",
     "DecodeError",
     "EncodingMismatch",
+    "KeyringError",
     "ProtocolError",
     "TransportError",
     "VersionMismatch",
@@ -98,3 +100,7 @@ class EncodingMismatch(DecodeError):
 
 class TransportError(ProtocolError):
     """A transport could not be set up or used."""
+
+
+class KeyringError(ProtocolError):
+    """A swarm keyring (CURVE keys and allow-list) is missing, malformed or inconsistent."""
