@@ -76,3 +76,55 @@ def mc_predictive(Xs, mean_u, S_u, K, Z, mu, sigma2, s, samples, rng):
     mean = means.mean(0)
     var = vars_.mean(0) + (means**2).mean(0) - mean**2
     return mean, var
+
+
+def se_kernel_ard(A, B, ell):
+    """ARD squared-exponential kernel with unit variance, by a double loop."""
+    out = np.zeros((A.shape[0], B.shape[0]))
+    for i in range(A.shape[0]):
+        for j in range(B.shape[0]):
+            out[i, j] = np.exp(-0.5 * np.sum(((A[i] - B[j]) / ell) ** 2))
+    return out
+
+
+def collapsed_bound_direct(X, y, Z, ell, s, sn, sb, jitter):
+    """Titsias (2009) collapsed bound with a bias feature, O(n^3), by explicit inverses.
+
+    ``log N(y | 0, Q_ff + sn^2 I) - tr(K_ff - Q_ff) / (2 sn^2)`` with
+    ``Q_ff = s^2 K_xz (K_zz + jitter I)^-1 K_zx + sb^2 1 1^T`` and ``K_ff = s^2 K_xx + sb^2 1 1^T``.
+    """
+    n = X.shape[0]
+    Kzz = se_kernel_ard(Z, Z, ell) + jitter * np.eye(Z.shape[0])
+    Kxz = se_kernel_ard(X, Z, ell)
+    Q = s**2 * Kxz @ np.linalg.inv(Kzz) @ Kxz.T + sb**2 * np.ones((n, n))
+    C = Q + sn**2 * np.eye(n)
+    _, logdet = np.linalg.slogdet(C)
+    loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + y @ np.linalg.inv(C) @ y)
+    Kff_diag = s**2 * np.ones(n) + sb**2
+    return loglik - (Kff_diag.sum() - np.trace(Q)) / (2 * sn**2)
+
+
+def sgpr_bias_predict(X, y, Xs, Z, ell, s, sn, sb, jitter):
+    """SGPR (Titsias / DTC) predictive with the bias as an extra inducing variable, by inverses.
+
+    Inducing variables ``[u_Z, b]`` with ``K_uu = blockdiag(s^2 (K_zz + jitter I), sb^2)`` and
+    ``K_xu = [s^2 K_xz, sb^2 1]``; ``Sigma = (K_uu + K_ux K_xu / sn^2)^-1``;
+    ``mean = K_*u Sigma K_ux y / sn^2``;
+    ``var_f = K_** - K_*u K_uu^-1 K_u* + K_*u Sigma K_u*`` (Quinonero-Candela & Rasmussen 2005).
+    Returns (mean, var_f).
+    """
+    m = Z.shape[0]
+    Kuu = np.zeros((m + 1, m + 1))
+    Kuu[:m, :m] = s**2 * (se_kernel_ard(Z, Z, ell) + jitter * np.eye(m))
+    Kuu[m, m] = sb**2
+
+    def kxu(A):
+        return np.hstack([s**2 * se_kernel_ard(A, Z, ell), sb**2 * np.ones((A.shape[0], 1))])
+
+    Kfu, Ksu = kxu(X), kxu(Xs)
+    Sigma = np.linalg.inv(Kuu + Kfu.T @ Kfu / sn**2)
+    mean = Ksu @ Sigma @ Kfu.T @ y / sn**2
+    Kss = s**2 + sb**2
+    var = Kss - np.einsum("ij,jk,ik->i", Ksu, np.linalg.inv(Kuu), Ksu)
+    var += np.einsum("ij,jk,ik->i", Ksu, Sigma, Ksu)
+    return mean, var

@@ -1,0 +1,897 @@
+"""The collective mode: shared hyperparameters, scale-free statistics, the collapsed bound.
+
+Model (DESIGN.md Sec. 1, "The collective mode"). On standardized inputs ``x`` (d-vectors),
+
+.. math::
+
+    f(x) = s\\,u(W x) + b, \\quad u \\sim GP(0, \\exp(-|z - z'|^2 / 2)), \\quad
+    b \\sim N(0, \\sigma_b^2), \\quad y = f(x) + N(0, \\sigma_n^2),
+
+with diagonal ``W = diag(1 / ell)`` and m inducing inputs ``Z`` in input space. The whitened
+features are ``phi(x) = L^{-1} k(Z W, x W)`` with ``L L^T = K_ZZ + jitter I``, and the augmented
+row ``phi_aug(x) = [phi(x), 1]`` (bias column). The statistics that travel are scale-free,
+
+.. math::
+
+    G = \\Phi^T \\Phi, \\quad g = \\Phi^T y, \\quad y^T y, \\quad n,
+
+and fuse by a plain sum. With ``D = diag(s, ..., s, sigma_b)`` (m+1 entries),
+``P = I + D G D / sigma_n^2`` and ``h = D g / sigma_n^2``, the collapsed bound of Titsias (2009)
+with ``Q_ff = s^2 K_fZ K_ZZ^{-1} K_Zf + sigma_b^2 1 1^T = Phi D^2 Phi^T`` is, by Woodbury and the
+matrix determinant lemma,
+
+.. math::
+
+    \\mathcal{L} = \\log N(y | 0, Q_{ff} + \\sigma_n^2 I) - tr(K_{ff} - Q_{ff}) / (2 \\sigma_n^2)
+      = -\\tfrac12 (n \\log 2\\pi + n \\log \\sigma_n^2 + \\log|P|
+                      + y^T y / \\sigma_n^2 - h^T P^{-1} h)
+        - \\frac{s^2}{2 \\sigma_n^2} (n - tr G_{[:m, :m]}).
+
+The bias is an exact linear feature, so it adds nothing to the trace term. The posterior over the
+whitened weights ``w`` (``f = Phi D w``, ``w ~ N(0, I)``) is ``N(P^{-1} h, P^{-1})``.
+
+Gradients for a distributed L-BFGS split by the chain rule: ``dL/dG``, ``dL/dg`` and the
+derivatives in ``(log s, log sigma_n, log sigma_b)`` come from the fused statistics (identical on
+every agent, :func:`bound_and_stat_grads`); each agent back-propagates ``dL/dG``, ``dL/dg``
+through its own ``Phi`` into ``(log ell, Z)`` (:func:`local_grad_contribution`); the sum of the
+agents' contributions is the gradient of the pooled data.
+
+References
+----------
+Titsias, "Variational learning of inducing variables in sparse Gaussian processes", AISTATS 2009.
+Murray, "Differentiation of the Cholesky decomposition", arXiv:1602.07527, 2016.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.linalg as sla
+from swarmgp.fusion.design import scaled_design
+from swarmgp.fusion.encoding import unit_se_kernel
+from swarmgp.fusion.errors import EmptyBatchError, NonFiniteError, NotPositiveDefinite, ShapeError
+from swarmgp.fusion.linalg import (
+    as_float64,
+    cho_solve,
+    chol_inverse,
+    cholesky,
+    identity_plus_psd,
+    pack_symmetric,
+    packed_size,
+    symmetrize,
+    unpack_symmetric,
+)
+
+__all__ = [
+    "CollectiveParams",
+    "FitResult",
+    "Stats",
+    "add_stats",
+    "batch_stats",
+    "bound_and_stat_grads",
+    "collapsed_bound",
+    "features",
+    "fit_pooled",
+    "initial_params",
+    "local_grad_contribution",
+    "pooled_bound_and_grad",
+    "posterior",
+    "predict_collective",
+    "refit_scale_noise",
+    "sum_stats",
+    "theta_bounds",
+]
+
+#: Absolute jitter on the unit diagonal of K_ZZ; part of the frozen encoding and its hash.
+DEFAULT_JITTER = 1e-6
+#: Smallest noise standard deviation any optimizer here may reach (standardized units).
+MIN_NOISE = 1e-4
+#: Relative tolerances of :meth:`Stats.validate`.
+STATS_RTOL = 1e-8
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class CollectiveParams:
+    """The shared hyperparameters theta of the collective model.
+
+    Attributes
+    ----------
+    log_ell : ndarray of shape (d,)
+        Log length-scales; ``W = diag(exp(-log_ell))``.
+    Z : ndarray of shape (m, d)
+        Inducing inputs in (standardized) input space.
+    log_s : float
+        Log signal scale s (the kernel of u has unit variance).
+    log_sn : float
+        Log noise standard deviation sigma_n.
+    log_sb : float
+        Log prior standard deviation sigma_b of the bias.
+    jitter : float
+        Absolute jitter added to the unit diagonal of ``K_ZZ``; not optimized.
+    """
+
+    log_ell: np.ndarray
+    Z: np.ndarray
+    log_s: float
+    log_sn: float
+    log_sb: float
+    jitter: float = DEFAULT_JITTER
+
+    def __post_init__(self) -> None:
+        log_ell = as_float64(self.log_ell, "log_ell", (None,))
+        d = log_ell.shape[0]
+        Z = as_float64(self.Z, "Z", (None, d))
+        if d < 1 or Z.shape[0] < 1:
+            raise ShapeError(f"collective params: expected d >= 1 and m >= 1, got Z {Z.shape}")
+        scalars = (self.log_s, self.log_sn, self.log_sb, self.jitter)
+        if not all(np.isfinite(float(v)) for v in scalars) or self.jitter < 0:
+            raise NonFiniteError("collective params: expected finite scalars and jitter >= 0")
+        object.__setattr__(self, "log_ell", log_ell)
+        object.__setattr__(self, "Z", Z)
+        for name in ("log_s", "log_sn", "log_sb", "jitter"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def m(self) -> int:
+        """Number of inducing inputs."""
+        return int(self.Z.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Input dimension."""
+        return int(self.Z.shape[1])
+
+    @property
+    def W(self) -> np.ndarray:
+        """Diagonal of W, ``1 / ell``, shape (d,)."""
+        return np.exp(-self.log_ell)
+
+    @property
+    def s(self) -> float:
+        """Signal scale."""
+        return float(np.exp(self.log_s))
+
+    @property
+    def sn(self) -> float:
+        """Noise standard deviation."""
+        return float(np.exp(self.log_sn))
+
+    @property
+    def sb(self) -> float:
+        """Bias prior standard deviation."""
+        return float(np.exp(self.log_sb))
+
+    def to_vector(self) -> np.ndarray:
+        """Flat theta: ``[log_ell (d), Z.ravel() (m d), log_s, log_sn, log_sb]``."""
+        tail = np.array([self.log_s, self.log_sn, self.log_sb])
+        return np.concatenate([self.log_ell, self.Z.ravel(), tail])
+
+    @classmethod
+    def from_vector(
+        cls, v: np.ndarray, m: int, d: int, jitter: float = DEFAULT_JITTER
+    ) -> CollectiveParams:
+        """Inverse of :meth:`to_vector`.
+
+        Raises
+        ------
+        ShapeError
+            ``v`` does not hold ``d + m d + 3`` values.
+        """
+        v = as_float64(v, "theta", (d + m * d + 3,))
+        Z = v[d : d + m * d].reshape(m, d).copy()
+        return cls(v[:d].copy(), Z, v[-3], v[-2], v[-1], jitter)
+
+    def with_scale_noise(self, log_s: float, log_sn: float) -> CollectiveParams:
+        """A copy with new ``(log s, log sigma_n)``; the frozen encoding is unchanged."""
+        return replace(self, log_s=float(log_s), log_sn=float(log_sn))
+
+    def hash(self) -> str:
+        """Content hash of the frozen encoding: W, Z, sigma_b and jitter (not s, sigma_n).
+
+        Returns
+        -------
+        str
+            16 hexadecimal digits of the SHA-256 of the little-endian float64 bytes.
+        """
+        h = hashlib.sha256()
+        h.update(repr(("collective", self.m, self.d)).encode())
+        h.update(self.log_ell.astype("<f8").tobytes())
+        h.update(self.Z.astype("<f8").tobytes())
+        h.update(np.array([self.log_sb, self.jitter], dtype="<f8").tobytes())
+        return h.hexdigest()[:16]
+
+
+def theta_bounds(params: CollectiveParams) -> list[tuple[float | None, float | None]]:
+    """Box bounds of the theta vector (layout of :meth:`CollectiveParams.to_vector`).
+
+    Standardized units: ``ell`` in ``[1e-3, 1e3]``, Z free, ``s`` in ``[1e-3, 1e3]``,
+    ``sigma_n`` in ``[MIN_NOISE, 1e2]``, ``sigma_b`` in ``[1e-4, 1e2]``. They keep L-BFGS away
+    from blow-ups (K_ZZ of rank one, vanishing noise) without touching sensible optima.
+    """
+    le = (float(np.log(1e-3)), float(np.log(1e3)))
+    b: list[tuple[float | None, float | None]] = [le] * params.d
+    b += [(None, None)] * (params.m * params.d)
+    b += [le, (float(np.log(MIN_NOISE)), float(np.log(1e2)))]
+    b += [(float(np.log(1e-4)), float(np.log(1e2)))]
+    return b
+
+
+def initial_params(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    m: int,
+    seed: int = 0,
+    *,
+    ell_factor: float = 0.5,
+    sn: float = 0.5,
+    s: float = 1.0,
+    sb: float = 1.0,
+    jitter: float = DEFAULT_JITTER,
+) -> CollectiveParams:
+    """Shared starting theta from the agreed input box only (no data-dependent tuning).
+
+    ``Z`` is the scrambled Halton design of m points over ``[lo, hi)`` with the shared seed;
+    ``ell = ell_factor * (hi - lo)`` (half the box width by default); ``s = 1``,
+    ``sigma_n = 0.5``, ``sigma_b = 1`` in standardized units.
+
+    Parameters
+    ----------
+    lo, hi : ndarray of shape (d,)
+        The agreed input box, ``lo < hi``.
+    m : int
+        Number of inducing inputs.
+    seed : int
+        Shared design seed.
+
+    Returns
+    -------
+    CollectiveParams
+
+    Raises
+    ------
+    ShapeError
+        A degenerate box (some ``hi <= lo``) or ``m < 1``.
+    """
+    lo_a = as_float64(np.atleast_1d(lo), "lo", (None,))
+    hi_a = as_float64(np.atleast_1d(hi), "hi", lo_a.shape)
+    width = hi_a - lo_a  # [d]
+    if not (width > 0).all():
+        raise ShapeError(f"initial_params: expected lo < hi, got widths {width}")
+    if m < 1:
+        raise ShapeError(f"initial_params: expected m >= 1, got {m}")
+    Z = scaled_design(m, lo_a, hi_a, seed)  # [m, d]
+    return CollectiveParams(
+        np.log(ell_factor * width),
+        Z,
+        float(np.log(s)),
+        float(np.log(sn)),
+        float(np.log(sb)),
+        jitter,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# features and statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _kzz_chol(params: CollectiveParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``ZW [m, d]``, kernel part ``k(ZW, ZW) [m, m]`` and ``L = chol(K_ZZ + jitter I)``."""
+    ZW = params.Z * params.W  # [m, d]
+    Kzz = unit_se_kernel(ZW, ZW)  # [m, m]
+    K = Kzz + params.jitter * np.eye(params.m)
+    return ZW, Kzz, cholesky(K, "K_ZZ")
+
+
+def _features_parts(
+    X: np.ndarray, params: CollectiveParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ZW, Kzz, L = _kzz_chol(params)
+    XW = X * params.W  # [n, d]
+    A = unit_se_kernel(XW, ZW)  # [n, m]
+    Phi_m = sla.solve_triangular(L, A.T, lower=True, check_finite=False).T  # [n, m]
+    return XW, ZW, Kzz, L, A, Phi_m
+
+
+def _check_X(X: object, params: CollectiveParams) -> np.ndarray:
+    return as_float64(X, "X", (None, params.d))
+
+
+def features(X: np.ndarray, params: CollectiveParams) -> np.ndarray:
+    """Whitened features with the bias column, ``Phi = [k(XW, ZW) L^{-T}, 1]``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    params : CollectiveParams
+        Supplies W, Z and the jitter of ``L = chol(k(ZW, ZW) + jitter I)``.
+
+    Returns
+    -------
+    ndarray of shape (n, m + 1)
+    """
+    X = _check_X(X, params)
+    Phi_m = _features_parts(X, params)[5]
+    return np.hstack([Phi_m, np.ones((X.shape[0], 1))])
+
+
+@dataclass(frozen=True, eq=False)
+class Stats:
+    """Scale-free sufficient statistics of a set of observations under a frozen encoding.
+
+    Attributes
+    ----------
+    G : ndarray of shape (m + 1, m + 1)
+        ``Phi^T Phi`` (symmetric positive semi-definite; ``G[m, m] = n``).
+    g : ndarray of shape (m + 1,)
+        ``Phi^T y``.
+    yy : float
+        ``y^T y``.
+    n : int
+        Number of observations.
+    """
+
+    G: np.ndarray
+    g: np.ndarray
+    yy: float
+    n: int
+
+    @property
+    def m(self) -> int:
+        """Number of inducing inputs (the bias excluded)."""
+        return int(self.g.shape[0]) - 1
+
+    @classmethod
+    def zeros(cls, m: int) -> Stats:
+        """Statistics of no observations, the identity of :func:`add_stats`."""
+        return cls(np.zeros((m + 1, m + 1)), np.zeros(m + 1), 0.0, 0)
+
+    def validate(self) -> None:
+        """Check shapes, dtypes, finiteness, symmetry, Cauchy-Schwarz consistency and counts.
+
+        Raises
+        ------
+        ShapeError
+            Wrong shapes or dtypes, or a negative or non-integral count.
+        NonFiniteError
+            NaN or infinite entries.
+        NotPositiveDefinite
+            G not symmetric, a negative diagonal, or entries that no Gram matrix can hold
+            (``|G_ij| > sqrt(G_ii G_jj)``, ``|g_i| > sqrt(G_ii yy)``, ``yy < 0``).
+        """
+        G, g = self.G, self.g
+        k = g.shape[0] if g.ndim == 1 else -1
+        if k < 2 or G.shape != (k, k) or G.dtype != np.float64 or g.dtype != np.float64:
+            raise ShapeError(
+                f"stats: expected float64 G (m+1, m+1) and g (m+1,) with m >= 1, got "
+                f"G {G.shape} {G.dtype} and g {g.shape} {g.dtype}"
+            )
+        if not isinstance(self.n, int | np.integer) or self.n < 0:
+            raise ShapeError(f"stats: expected an integer count n >= 0, got {self.n!r}")
+        if not (np.isfinite(G).all() and np.isfinite(g).all() and np.isfinite(self.yy)):
+            raise NonFiniteError("stats: expected finite G, g and yy, got NaN or inf")
+        scale = max(float(np.max(np.abs(G))), 1.0)
+        if float(np.max(np.abs(G - G.T))) > STATS_RTOL * scale:
+            raise NotPositiveDefinite("stats: expected a symmetric G, it is not")
+        dG = np.diag(G)  # [m+1]
+        if (dG < -STATS_RTOL * scale).any() or self.yy < -STATS_RTOL * max(abs(self.yy), 1.0):
+            raise NotPositiveDefinite("stats: expected a non-negative diagonal of G and yy >= 0")
+        root = np.sqrt(np.maximum(dG, 0.0))  # [m+1]
+        tol = STATS_RTOL * scale
+        if (np.abs(G) > np.outer(root, root) * (1 + STATS_RTOL) + tol).any():
+            raise NotPositiveDefinite("stats: G is not a Gram matrix (|G_ij| > sqrt(G_ii G_jj))")
+        yy_tol = STATS_RTOL * max(abs(self.yy), 1.0)
+        if (np.abs(g) > root * np.sqrt(max(self.yy, 0.0)) * (1 + STATS_RTOL) + tol + yy_tol).any():
+            raise NotPositiveDefinite("stats: g is inconsistent with G and yy (Cauchy-Schwarz)")
+        if abs(G[-1, -1] - self.n) > STATS_RTOL * max(self.n, 1):
+            raise ShapeError(f"stats: bias entry G[m, m] = {G[-1, -1]} differs from n = {self.n}")
+
+    def pack(self) -> np.ndarray:
+        """Flat float64 wire vector: upper triangle of G (row-major), g, yy, n.
+
+        Returns
+        -------
+        ndarray of shape ((m+1)(m+2)/2 + (m+1) + 2,)
+        """
+        return np.concatenate([pack_symmetric(self.G), self.g, [self.yy, float(self.n)]])
+
+    @classmethod
+    def unpack(cls, v: np.ndarray, m: int) -> Stats:
+        """Inverse of :meth:`pack`; validates the result.
+
+        Raises
+        ------
+        ShapeError, NonFiniteError, NotPositiveDefinite
+        """
+        k = m + 1
+        v = as_float64(v, "packed stats", (packed_size(k) + k + 2,))
+        n_f = float(v[-1])
+        if n_f != np.floor(n_f) or n_f < 0:
+            raise ShapeError(f"packed stats: expected an integer count, got {n_f}")
+        out = cls(
+            unpack_symmetric(v[: packed_size(k)], k),
+            v[packed_size(k) : -2].copy(),
+            float(v[-2]),
+            int(n_f),
+        )
+        out.validate()
+        return out
+
+
+def _check_y(y: object, n: int) -> np.ndarray:
+    return as_float64(y, "y", (n,))
+
+
+def batch_stats(X: np.ndarray, y: np.ndarray, params: CollectiveParams) -> Stats:
+    """Statistics of one batch: ``G = Phi^T Phi``, ``g = Phi^T y``, ``y^T y``, n.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    params : CollectiveParams
+
+    Returns
+    -------
+    Stats
+    """
+    X = _check_X(X, params)
+    y = _check_y(y, X.shape[0])
+    Phi = features(X, params)  # [n, m+1]
+    return Stats(symmetrize(Phi.T @ Phi), Phi.T @ y, float(y @ y), int(X.shape[0]))
+
+
+def add_stats(a: Stats, b: Stats) -> Stats:
+    """Exact sum of two statistics (commutative; associative up to float64 round-off).
+
+    Raises
+    ------
+    ShapeError
+        Different numbers of inducing inputs.
+    """
+    if a.g.shape != b.g.shape:
+        raise ShapeError(f"stats: cannot add m = {a.m} and m = {b.m}")
+    return Stats(a.G + b.G, a.g + b.g, a.yy + b.yy, a.n + b.n)
+
+
+def sum_stats(items: Iterable[Stats], m: int | None = None) -> Stats:
+    """Sum of statistics in iteration order.
+
+    Parameters
+    ----------
+    items : iterable of Stats
+    m : int, optional
+        Number of inducing inputs, needed only if ``items`` may be empty.
+
+    Raises
+    ------
+    EmptyBatchError
+        ``items`` is empty and ``m`` is not given.
+    """
+    total: Stats | None = Stats.zeros(m) if m is not None else None
+    for s in items:
+        total = s if total is None else add_stats(total, s)
+    if total is None:
+        raise EmptyBatchError("sum_stats: no statistics and no m given")
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# the collapsed bound from statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Natural:
+    Dv: np.ndarray  # [m+1] diagonal of D
+    beta: float  # 1 / sigma_n^2
+    LP: np.ndarray  # [m+1, m+1] chol of P
+    h: np.ndarray  # [m+1]
+    a: np.ndarray  # [m+1] P^-1 h
+
+
+def _natural(stats: Stats, log_s: float, log_sn: float, log_sb: float) -> _Natural:
+    m = stats.m
+    Dv = np.full(m + 1, np.exp(log_s))  # [m+1]
+    Dv[m] = np.exp(log_sb)
+    beta = float(np.exp(-2.0 * log_sn))
+    C = beta * (Dv[:, None] * stats.G * Dv[None, :])  # [m+1, m+1]
+    P = identity_plus_psd(C, "collective precision P")
+    LP = cholesky(P, "collective precision P")
+    h = beta * Dv * stats.g  # [m+1]
+    a = cho_solve(LP, h)  # [m+1]
+    return _Natural(Dv, beta, LP, h, a)
+
+
+def _bound_from(stats: Stats, nat: _Natural, log_s: float, log_sn: float) -> float:
+    n, m = stats.n, stats.m
+    logdet_P = 2.0 * float(np.log(np.diag(nat.LP)).sum())
+    resid = n - float(np.trace(stats.G[:m, :m]))  # n - tr(Q_ff) / s^2
+    quad = nat.beta * stats.yy - float(nat.h @ nat.a)
+    s2 = float(np.exp(2.0 * log_s))
+    return -0.5 * (n * _LOG_2PI + 2.0 * n * log_sn + logdet_P + quad) - 0.5 * s2 * nat.beta * resid
+
+
+def collapsed_bound(stats: Stats, params: CollectiveParams) -> float:
+    """The collapsed (Titsias) bound from statistics (module docstring), O(m^3).
+
+    Parameters
+    ----------
+    stats : Stats
+        Statistics of the data under ``params``' encoding (W, Z, jitter).
+    params : CollectiveParams
+        Supplies ``s``, ``sigma_n``, ``sigma_b``.
+
+    Returns
+    -------
+    float
+    """
+    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb)
+    return _bound_from(stats, nat, params.log_s, params.log_sn)
+
+
+def bound_and_stat_grads(
+    stats: Stats, log_s: float, log_sn: float, log_sb: float
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """The bound and its derivatives in the statistics and in the scale parameters.
+
+    With ``M = P^{-1}``, ``a = M h``, ``beta = 1 / sigma_n^2``, ``E_m = diag(1, ..., 1, 0)`` and
+    ``r = n - tr G_[:m, :m]``:
+
+    .. math::
+
+        dL/dG = -\\tfrac{\\beta}{2} (D M D + (D a)(D a)^T) + \\tfrac{s^2 \\beta}{2} E_m, \\quad
+        dL/dg = \\beta D a,
+
+        dL/d\\log s = -\\sum_{i<m} (1 - M_{ii} - a_i^2) - s^2 \\beta r, \\quad
+        dL/d\\log \\sigma_b = -(1 - M_{mm} - a_m^2),
+
+        dL/d\\log \\sigma_n = -n + (m + 1 - tr M) + \\beta y^T y - a^T h - a^T a + s^2 \\beta r.
+
+    ``dL/dG`` is the gradient of L as a function of a general matrix argument G (it is
+    symmetric), so ``dL/dPhi = 2 Phi dL/dG + y (dL/dg)^T``.
+
+    Parameters
+    ----------
+    stats : Stats
+        Fused statistics.
+    log_s, log_sn, log_sb : float
+
+    Returns
+    -------
+    bound : float
+    dB_dG : ndarray of shape (m + 1, m + 1)
+    dB_dg : ndarray of shape (m + 1,)
+    direct : ndarray of shape (3,)
+        ``dL/d(log s, log sigma_n, log sigma_b)`` at fixed statistics.
+    """
+    m, n = stats.m, stats.n
+    nat = _natural(stats, log_s, log_sn, log_sb)
+    bound = _bound_from(stats, nat, log_s, log_sn)
+    beta, Dv, a, h = nat.beta, nat.Dv, nat.a, nat.h
+    M = chol_inverse(nat.LP)  # [m+1, m+1], needed whole for dL/dG
+    Da = Dv * a  # [m+1]
+    s2 = float(np.exp(2.0 * log_s))
+    dG = -0.5 * beta * (Dv[:, None] * M * Dv[None, :] + np.outer(Da, Da))  # [m+1, m+1]
+    dG[np.arange(m), np.arange(m)] += 0.5 * s2 * beta
+    dg = beta * Da  # [m+1]
+    resid = n - float(np.trace(stats.G[:m, :m]))
+    Md = np.diag(M)  # [m+1]
+    d_log_s = -float(np.sum(1.0 - Md[:m] - a[:m] ** 2)) - s2 * beta * resid
+    d_log_sb = -float(1.0 - Md[m] - a[m] ** 2)
+    d_log_sn = (
+        -n + (m + 1 - float(Md.sum())) + beta * stats.yy - float(a @ h) - float(a @ a)
+    ) + s2 * beta * resid
+    return bound, symmetrize(dG), dg, np.array([d_log_s, d_log_sn, d_log_sb])
+
+
+# --------------------------------------------------------------------------------------------
+# per-agent back-propagation into (log ell, Z)
+# --------------------------------------------------------------------------------------------
+
+
+def _chol_backward(L: np.ndarray, Lbar: np.ndarray) -> np.ndarray:
+    """Symmetric ``dL/dK`` from ``dL/dL`` for ``K = L L^T`` (Murray 2016, eq. 10).
+
+    ``Kbar = sym(L^{-T} Phi(L^T tril(Lbar)) L^{-1})`` with ``Phi`` the lower triangle with the
+    diagonal halved. Shapes (m, m).
+    """
+    S = L.T @ np.tril(Lbar)  # [m, m]
+    S = np.tril(S)
+    S[np.diag_indices_from(S)] *= 0.5
+    T = sla.solve_triangular(L, S, lower=True, trans="T", check_finite=False)  # L^-T S
+    T = sla.solve_triangular(L, T.T, lower=True, trans="T", check_finite=False).T  # ... L^-1
+    return symmetrize(T)
+
+
+def local_grad_contribution(
+    X: np.ndarray,
+    y: np.ndarray,
+    params: CollectiveParams,
+    dB_dG: np.ndarray,
+    dB_dg: np.ndarray,
+) -> np.ndarray:
+    """This agent's part of ``dL/d(log ell, Z)``, through its own ``Phi`` (L included).
+
+    With ``Phibar = 2 Phi dB_dG + y dB_dg^T`` restricted to the m kernel columns and
+    ``Phi_m = A L^{-T}``, ``A = k(XW, ZW)``: ``Abar = Phibar L^{-1}``,
+    ``Lbar = -Abar^T Phi_m``, ``Kbar`` by the Cholesky backward pass, and then through the
+    squared-exponential kernels, ``dk/dlog ell_j = k (w_j (x_j - z_j))^2`` and
+    ``dk/dz_j = k w_j^2 (x_j - z_j)``. Summed over agents (an all-reduce) and concatenated with
+    the ``direct`` terms of :func:`bound_and_stat_grads`, this is the gradient of the pooled
+    bound in the layout of :meth:`CollectiveParams.to_vector`.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    params : CollectiveParams
+    dB_dG : ndarray of shape (m + 1, m + 1)
+    dB_dg : ndarray of shape (m + 1,)
+
+    Returns
+    -------
+    ndarray of shape (d + m d,)
+        ``[dL/dlog_ell (d), dL/dZ.ravel() (m d)]``.
+    """
+    X = _check_X(X, params)
+    y = _check_y(y, X.shape[0])
+    m = params.m
+    dB_dG = as_float64(dB_dG, "dB_dG", (m + 1, m + 1))
+    dB_dg = as_float64(dB_dg, "dB_dg", (m + 1,))
+    w = params.W  # [d]
+    XW, ZW, Kzz, L, A, Phi_m = _features_parts(X, params)
+    Gbar = symmetrize(dB_dG)
+    # only the kernel columns depend on theta; the bias column is constant
+    Pb = 2.0 * (Phi_m @ Gbar[:m, :m] + Gbar[m, :m][None, :]) + np.outer(y, dB_dg[:m])  # [n, m]
+    Abar = sla.solve_triangular(L, Pb.T, lower=True, trans="T", check_finite=False).T  # [n, m]
+    Lbar = -Abar.T @ Phi_m  # [m, m]
+    Kbar = _chol_backward(L, Lbar)  # [m, m]
+
+    # cross kernel A = k(XW, ZW)
+    C = Abar * A  # [n, m]
+    rc, cc = C.sum(1), C.sum(0)  # [n], [m]
+    CZ = C @ ZW  # [n, d]
+    g_ell = (rc @ (XW * XW)) - 2.0 * (XW * CZ).sum(0) + cc @ (ZW * ZW)  # [d]
+    g_Z = w * (C.T @ XW - cc[:, None] * ZW)  # [m, d]
+    # K_ZZ (kernel part; the jitter is constant)
+    E = Kbar * Kzz  # [m, m]
+    re = E.sum(1)  # [m]
+    EZ = E @ ZW  # [m, d]
+    g_ell += 2.0 * (re @ (ZW * ZW)) - 2.0 * (ZW * EZ).sum(0)
+    g_Z += -2.0 * w * (re[:, None] * ZW - EZ)
+    return np.concatenate([g_ell, g_Z.ravel()])
+
+
+def pooled_bound_and_grad(
+    X: np.ndarray, y: np.ndarray, params: CollectiveParams
+) -> tuple[float, np.ndarray]:
+    """Bound and full theta gradient when one agent holds all the data.
+
+    Returns
+    -------
+    bound : float
+    grad : ndarray of shape (d + m d + 3,)
+        In the layout of :meth:`CollectiveParams.to_vector`.
+    """
+    st = batch_stats(X, y, params)
+    bound, dG, dg, direct = bound_and_stat_grads(st, params.log_s, params.log_sn, params.log_sb)
+    return bound, np.concatenate([local_grad_contribution(X, y, params, dG, dg), direct])
+
+
+# --------------------------------------------------------------------------------------------
+# optimizers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Outcome of :func:`fit_pooled`.
+
+    Attributes
+    ----------
+    params : CollectiveParams
+    bound : float
+        The bound at ``params`` (as returned by the last evaluation there).
+    n_evals : int
+        Evaluations used (each is two all-reduces in the swarm).
+    converged : bool
+        L-BFGS-B reported convergence rather than the evaluation limit.
+    """
+
+    params: CollectiveParams
+    bound: float
+    n_evals: int
+    converged: bool
+
+
+def fit_pooled(
+    evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    theta0: CollectiveParams,
+    max_evals: int = 60,
+    bounds: list[tuple[float | None, float | None]] | None = None,
+) -> FitResult:
+    """Maximize the bound with deterministic L-BFGS-B over theta.
+
+    ``evaluate(theta_vector) -> (bound, grad)`` may be :func:`pooled_bound_and_grad` on a vector,
+    or two all-reduces in the swarm; identical answers give identical iterates. The objective is
+    ``-bound / c`` with ``c = max(1, |bound(theta0)|)`` fixed at the first evaluation, so the
+    tolerances are relative. Options are fixed: ``maxcor=10, ftol=1e-12, gtol=1e-9``.
+
+    Parameters
+    ----------
+    evaluate : callable
+    theta0 : CollectiveParams
+        Start; supplies m, d and the jitter.
+    max_evals : int
+        Limit on evaluations (and iterations).
+    bounds : list of (low, high), optional
+        Defaults to :func:`theta_bounds`.
+
+    Returns
+    -------
+    FitResult
+    """
+    from scipy.optimize import minimize  # lazy: keeps `import swarmgp.fusion` light
+
+    m, d, jitter = theta0.m, theta0.d, theta0.jitter
+    x0 = theta0.to_vector()
+    bnds = theta_bounds(theta0) if bounds is None else bounds
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
+    hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
+    x0 = np.clip(x0, lo, hi)
+    scale: list[float] = []
+    best: dict[str, object] = {}
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        v, g = evaluate(np.array(x, dtype=np.float64))
+        if not scale:
+            scale.append(max(1.0, abs(float(v))))
+        if not np.isfinite(v) or not np.isfinite(g).all():
+            raise NonFiniteError("fit_pooled: the bound or its gradient is not finite")
+        if "v" not in best or float(v) > float(best["v"]):  # type: ignore[arg-type]
+            best["v"], best["x"] = float(v), np.array(x, dtype=np.float64)
+        return -float(v) / scale[0], -np.asarray(g, dtype=np.float64) / scale[0]
+
+    res = minimize(
+        fun,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bnds,
+        options={
+            "maxcor": 10,
+            "ftol": 1e-12,
+            "gtol": 1e-9,
+            "maxfun": max_evals,
+            "maxiter": max_evals,
+        },
+    )
+    x_best = best["x"]
+    assert isinstance(x_best, np.ndarray)
+    params = CollectiveParams.from_vector(x_best, m, d, jitter)
+    return FitResult(params, float(best["v"]), int(res.nfev), bool(res.success))  # type: ignore[arg-type]
+
+
+def refit_scale_noise(stats: Stats, params: CollectiveParams) -> CollectiveParams:
+    """Maximize the exact collapsed bound over ``(log s, log sigma_n)`` from fused statistics.
+
+    W, Z, sigma_b (the frozen encoding) are kept. Each evaluation is one
+    :func:`bound_and_stat_grads` (O(m^3)); L-BFGS-B with fixed options
+    (``ftol=1e-15, gtol=1e-10``), started at ``params``, bounds ``s`` in ``[1e-3, 1e3]`` and
+    ``sigma_n`` in ``[MIN_NOISE, 1e2]``. Identical input gives bit-identical output.
+
+    Parameters
+    ----------
+    stats : Stats
+        Fused statistics under ``params``' encoding, with ``n >= 1``.
+    params : CollectiveParams
+
+    Returns
+    -------
+    CollectiveParams
+
+    Raises
+    ------
+    EmptyBatchError
+        ``stats.n == 0``.
+    """
+    from scipy.optimize import minimize  # lazy: keeps `import swarmgp.fusion` light
+
+    stats.validate()
+    if stats.m != params.m:
+        raise ShapeError(f"refit: stats for m = {stats.m}, params for m = {params.m}")
+    if stats.n == 0:
+        raise EmptyBatchError("refit_scale_noise: no observations")
+    c = float(stats.n)
+    log_sb = params.log_sb
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        v, _, _, direct = bound_and_stat_grads(stats, float(x[0]), float(x[1]), log_sb)
+        return -v / c, -direct[:2] / c
+
+    bnds = [
+        (float(np.log(1e-3)), float(np.log(1e3))),
+        (float(np.log(MIN_NOISE)), float(np.log(1e2))),
+    ]
+    x0 = np.clip([params.log_s, params.log_sn], [b[0] for b in bnds], [b[1] for b in bnds])
+    res = minimize(
+        fun,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bnds,
+        options={"maxcor": 10, "ftol": 1e-15, "gtol": 1e-10, "maxiter": 500, "maxfun": 1000},
+    )
+    return params.with_scale_noise(float(res.x[0]), float(res.x[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# posterior and prediction
+# --------------------------------------------------------------------------------------------
+
+
+def posterior(stats: Stats, params: CollectiveParams) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior of the whitened weights ``w`` (``f = Phi D w``, prior ``N(0, I)``).
+
+    ``q(w) = N(P^{-1} h, P^{-1})`` with ``P = I + D G D / sigma_n^2``, ``h = D g / sigma_n^2``.
+
+    Returns
+    -------
+    mean : ndarray of shape (m + 1,)
+        ``P^{-1} h``; the predictive weights on ``phi_aug`` are ``D P^{-1} h``.
+    L_P : ndarray of shape (m + 1, m + 1)
+        Lower Cholesky factor of P.
+    """
+    if stats.m != params.m:
+        raise ShapeError(f"posterior: stats for m = {stats.m}, params for m = {params.m}")
+    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb)
+    return nat.a, nat.LP
+
+
+def predict_collective(
+    Xs: np.ndarray, stats: Stats, params: CollectiveParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictive mean of y and variance of f at test inputs (DTC/VFE with the bias).
+
+    .. math::
+
+        \\mu(x) = \\phi_{aug}(x)^T D P^{-1} h, \\qquad
+        var_f(x) = \\phi_{aug}(x)^T D P^{-1} D \\phi_{aug}(x) + s^2 (1 - |\\phi(x)|^2).
+
+    The second term is the Nystrom residual of the latent (the bias has none). The predictive
+    variance of y is ``var_f + sigma_n^2``.
+
+    Parameters
+    ----------
+    Xs : ndarray of shape (n, d)
+    stats : Stats
+    params : CollectiveParams
+
+    Returns
+    -------
+    mean_y : ndarray of shape (n,)
+    var_f : ndarray of shape (n,)
+    """
+    Phi = features(Xs, params)  # [n, m+1]
+    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb)
+    mean = Phi @ (nat.Dv * nat.a)  # [n]
+    V = sla.solve_triangular(nat.LP, (Phi * nat.Dv).T, lower=True, check_finite=False)  # [m+1, n]
+    m = params.m
+    resid = np.maximum(1.0 - (Phi[:, :m] ** 2).sum(1), 0.0)  # [n]
+    return mean, (V * V).sum(0) + params.s**2 * resid
+
+
+#: Short names used by the issue and DESIGN.md (``collapsed.add``, ``collapsed.predict``).
+add = add_stats
+predict = predict_collective
