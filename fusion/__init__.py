@@ -1,5 +1,25 @@
 """swarmgp.fusion: the COOL-GP mathematics as pure float64 functions on arrays."""
 
+from .collapsed import (
+    CollectiveParams,
+    FitResult,
+    Stats,
+    add_stats,
+    batch_stats,
+    bound_and_stat_grads,
+    collapsed_bound,
+    features,
+    fit_pooled,
+    initial_params,
+    local_grad_contribution,
+    pooled_bound_and_grad,
+    posterior,
+    predict_collective,
+    refit_scale_noise,
+    sum_stats,
+    theta_bounds,
+)
+from .design import halton, scaled_design
 from .encoding import Encoding, EncodingSpec, make_encoding, unit_se_kernel
 from .errors import (
     EmptyBatchError,
@@ -15,9 +35,11 @@ from .hyper import Hyperparameters
 from .summary import Moments, Summary, combine, fuse, prior_summary, subtract
 
 __all__ = [
+    "CollectiveParams",
     "EmptyBatchError",
     "Encoding",
     "EncodingSpec",
+    "FitResult",
     "FusionError",
     "Hyperparameters",
     "IncompatibleEncoding",
@@ -26,12 +48,29 @@ __all__ = [
     "NotPositiveDefinite",
     "NumericalWarning",
     "ShapeError",
+    "Stats",
     "Summary",
     "SwarmGPError",
+    "add_stats",
+    "batch_stats",
+    "bound_and_stat_grads",
+    "collapsed_bound",
     "combine",
+    "features",
+    "fit_pooled",
     "fuse",
+    "halton",
+    "initial_params",
+    "local_grad_contribution",
     "make_encoding",
+    "pooled_bound_and_grad",
+    "posterior",
+    "predict_collective",
     "prior_summary",
+    "refit_scale_noise",
+    "scaled_design",
     "subtract",
+    "sum_stats",
+    "theta_bounds",
     "unit_se_kernel",
 ]
