@@ -20,17 +20,20 @@ replaced by a fused one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import numpy as np
-
-from ..fusion.errors import SwarmGPError
-from ..fusion.summary import Summary, subtract
-from ..fusion.tree import tree_fused
-from ..protocol.messages import (
+from swarmgp.agents.config import AgentConfig
+from swarmgp.agents.peers import Admit, Limits, PeerTable, incarnation_limit
+from swarmgp.agents.tree import SpanningTree
+from swarmgp.fusion.errors import SwarmGPError
+from swarmgp.fusion.summary import Summary, subtract
+from swarmgp.fusion.tree import tree_fused
+from swarmgp.protocol.messages import (
     Fuse,
     Goodbye,
     Heartbeat,
@@ -39,11 +42,10 @@ from ..protocol.messages import (
     StatusReply,
     StatusRequest,
 )
-from .config import AgentConfig
-from .peers import Admit, PeerTable
-from .tree import SpanningTree
 
 __all__ = ["Agent", "LocalModelLike", "Outbound", "StaticModel", "fingerprint"]
+
+log = logging.getLogger("swarmgp.agent")
 
 Outbound = tuple[int, Message]
 
@@ -106,6 +108,10 @@ class Agent:
         Driver clock at creation.
     rng : numpy.random.Generator, optional
         Used only to spread the first heartbeat over one period (avoids lock-step beacons).
+    status_extra : callable, optional
+        Returns driver facts (memory, endpoint, pid, ...) merged into every status reply.
+    counters : collections.Counter, optional
+        Where to count (shared with the transport, which adds ``net.*`` and ``rejected.*``).
 
     Attributes
     ----------
@@ -120,16 +126,29 @@ class Agent:
         local_model: LocalModelLike,
         now: float,
         rng: np.random.Generator | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.config = config
         self.id = config.agent_id
         self.model = local_model
         t = config.timing
-        self.peers = PeerTable(t.peer_timeout_s)
+        #: Bounds on peers' claims and costs (``config.limits`` when the config has it).
+        self.limits: Limits = getattr(config, "limits", None) or Limits()
+        self._created = now
+        self._duplicates_logged: set[tuple[int, int, int]] = set()
+        self._removed_peers: list[int] = []
+        self.peers = PeerTable(
+            t.peer_timeout_s,
+            self.limits.max_peers,
+            self.limits.prune_after_timeouts * t.peer_timeout_s,
+        )
         for n in config.neighbors:
             self.peers.add(n, configured=True)
-        self.tree = SpanningTree(self.id, config.incarnation, config.max_dist, t.root_timeout_s)
-        self.counters: Counter[str] = Counter()
+        self.tree = SpanningTree(
+            self.id, config.incarnation, config.max_dist, t.root_timeout_s, t.heartbeat_s
+        )
+        self.counters: Counter[str] = counters if counters is not None else Counter()
         self._seq = 0
         self._local = local_model.summary()
         self._local.validate()
@@ -153,7 +172,7 @@ class Agent:
         self.started = self.stopped = False
         self.last_observation: float | None = None
         #: Optional callable adding driver facts (memory, pid, endpoint) to :meth:`status`.
-        self.status_extra: Callable[[], dict[str, Any]] | None = None
+        self.status_extra = status_extra
 
     # ------------------------------------------------------------------ properties
 
@@ -233,7 +252,16 @@ class Agent:
         self.counters["rejected." + reason] += 1
 
     def on_message(self, msg: Message, now: float) -> list[Outbound]:
-        """Handle one decoded message; bad or stale ones are dropped and counted."""
+        """Handle one decoded message; bad, stale or implausible ones are dropped and counted.
+
+        Guards against forged claims (DESIGN.md section 2, "Security"): incarnations beyond
+        the clock bound (``rejected.incarnation_future``), root freshness beyond what the
+        root can have announced (``rejected.root_inc_future`` / ``rejected.root_seq_jump``),
+        a goodbye not from the peer's current live incarnation (``drop.goodbye_mismatch``),
+        tree messages claiming absurd counts (``rejected.implausible_counts``), a full peer
+        table (``drop.peer_table_full``) and two processes sharing one id
+        (``drop.duplicate_id``, logged loudly once per pair of lives).
+        """
         kind = type(msg).__name__.lower()
         self.counters["rx." + kind] += 1
         if isinstance(msg, StatusRequest):
@@ -242,16 +270,32 @@ class Agent:
             return self._drop("unexpected" if not self.stopped else "stopped")
         s = msg.sender
         if s == self.id:
+            if msg.incarnation != self.config.incarnation:
+                self._duplicate(s, msg.incarnation, self.config.incarnation)
             return self._drop("self")
+        limit = self._incarnation_limit(now)
+        if msg.incarnation > limit:
+            return self._reject("incarnation_future")
         if s not in self.peers:
             if not self.config.accept_unknown_peers:
                 return self._drop("unknown_peer")
-            self.peers.add(s, configured=False)
-        verdict = self.peers.admit(s, msg.incarnation, now)
+            if self.peers.add(s, configured=False) is None:
+                return self._drop("peer_table_full")
+        peer = self.peers.get(s)
+        if isinstance(msg, Goodbye) and (
+            msg.incarnation != peer.incarnation or not peer.alive or msg.seq <= peer.max_seq
+        ):
+            return self._drop("goodbye_mismatch")  # only the live life itself may leave
+        verdict = self.peers.admit(s, msg.incarnation, now, msg.seq, limit)
         if verdict is Admit.STALE:
             return self._drop("stale_incarnation")
         if verdict is Admit.DEPARTED:
             return self._drop("departed")
+        if verdict is Admit.FUTURE:
+            return self._reject("incarnation_future")
+        if verdict is Admit.DUPLICATE:
+            self._duplicate(s, msg.incarnation, peer.incarnation)
+            return self._drop("duplicate_id")
         out: list[Outbound] = []
         if verdict is Admit.NEW:
             # a new life of the peer: forget its old tree state and message, greet it
@@ -262,15 +306,14 @@ class Agent:
             )
             self.counters["tx.hello"] += 1
             self._trigger_beacon(now)
-        peer = self.peers.get(s)
         if isinstance(msg, Goodbye):
-            self.peers.depart(s)
+            self.peers.depart(s, now)
             self.tree.forget(s)
             self._forget_message(s)
         elif isinstance(msg, Heartbeat):
             if msg.seq > peer.state_seq:
                 peer.state_seq = msg.seq
-                self.tree.observe(s, msg.tree, now)
+                self._observe_tree(s, msg.tree, now, limit)
             else:
                 self.counters["drop.stale_seq"] += 1
         elif isinstance(msg, Fuse):
@@ -278,11 +321,16 @@ class Agent:
                 self.counters["drop.misrouted"] += 1
             elif msg.seq <= peer.fuse_seq:
                 self.counters["drop.stale_seq"] += 1
+            elif (
+                msg.summary.n_agents > self.limits.max_agents
+                or msg.summary.n_obs > self.limits.max_obs
+            ):
+                self._reject("implausible_counts")
             else:
                 peer.fuse_seq = msg.seq
                 if msg.seq > peer.state_seq:
                     peer.state_seq = msg.seq
-                    self.tree.observe(s, msg.tree, now)
+                    self._observe_tree(s, msg.tree, now, limit)
                 self._update_tree(now)
                 if s in self._tree_nbrs:
                     self._store_message(s, msg, now)
@@ -290,6 +338,42 @@ class Agent:
                     self.counters["drop.off_tree"] += 1
         self._update_tree(now)
         return out + self._emit(now)
+
+    def take_removed_peers(self) -> list[int]:
+        """Peers dropped from the table since the last call (the driver disconnects them).
+
+        Guards against a Hello flood keeping a socket open per fake id: the runner calls
+        ``transport.disconnect(p)`` for each.
+        """
+        out, self._removed_peers = self._removed_peers, []
+        return out
+
+    def _incarnation_limit(self, now: float) -> int:
+        return incarnation_limit(self.config.incarnation, self._created, now, self.limits)
+
+    def _observe_tree(self, s: int, st: Any, now: float, limit: int) -> None:
+        refused = self.tree.observe(s, st, now, limit)
+        if refused is not None:
+            self.counters["rejected." + refused] += 1
+
+    def _reject(self, reason: str) -> list[Outbound]:
+        self.counters["rejected." + reason] += 1
+        return []
+
+    def _duplicate(self, pid: int, inc_a: int, inc_b: int) -> None:
+        self.counters["duplicate_id"] += 1
+        key = (pid, min(inc_a, inc_b), max(inc_a, inc_b))
+        if key in self._duplicates_logged:
+            return
+        self._duplicates_logged.add(key)
+        log.error(
+            "agent %d: DUPLICATE ID: two processes claim id %d (incarnations %d and %d); "
+            "stop one of them",
+            self.id,
+            pid,
+            key[1],
+            key[2],
+        )
 
     def on_tick(self, now: float) -> list[Outbound]:
         """Advance timers: beacons, expiry, coalesced and periodic fusion sends."""
@@ -302,6 +386,12 @@ class Agent:
                 self.counters["expired"] += 1
                 self.tree.forget(p)
                 self._forget_message(p)
+            for p in self.peers.take_removed():  # pruned or evicted from the peer table
+                self.tree.forget(p)
+                self._forget_message(p)
+                self._sent.pop(p, None)
+                if len(self._removed_peers) < self.limits.max_peers:
+                    self._removed_peers.append(p)
             self._update_tree(now)
             self._hb_due = now
         if now >= self._next_resend:
@@ -347,7 +437,12 @@ class Agent:
     def _status_reply(self, req: StatusRequest) -> StatusReply:
         preds: dict[str, np.ndarray] = {}
         info = self.status()
-        if req.X is not None:
+        rows = self.limits.max_status_rows
+        if req.X is not None and (req.X.shape[0] > rows or req.X.size > 64 * rows):
+            # a huge request would stall the agent past its peers' timeouts
+            self.counters["rejected.status_rows"] += 1
+            info["predict_error"] = f"{req.X.shape[0]} rows x {req.X.shape[1]} over the cap"
+        elif req.X is not None:
             try:
                 fused = self.fused_summary
                 preds["mean_local"], preds["var_local"] = self.model.predict(req.X, None)

@@ -15,6 +15,15 @@ second guard. A neighbour that declares this agent as its parent is never used a
 (split horizon), which rules out two-cycles. With the root alive and the links stable, distances
 settle to BFS distances within diameter-many beacon periods.
 
+Forged freshness: a neighbour's claim about a root's ``(root_inc, root_seq)`` is bounded. A claim
+of the same incarnation may grow by at most ``max_dist + 4`` plus two per beacon period elapsed
+since the last advance (relay lags differ by at most the tree depth), and a larger incarnation is
+refused above the caller's clock bound. A claim nobody repeats stops advancing, so the root looks
+dead for ``root_timeout_s``; values heard below it are then collected for one more
+``root_timeout_s`` and a value above all of them (the live root, still counting) becomes the new
+baseline. A dead root heard only through stale repeats never rises above that window's maximum,
+so it stays dead.
+
 Tree neighbours are the parent plus the children (live neighbours that declare this agent as
 their parent).
 """
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-from ..protocol.messages import NO_PARENT, TreeState
+from swarmgp.protocol.messages import NO_PARENT, TreeState
 
 __all__ = ["SpanningTree"]
 
@@ -41,15 +50,27 @@ class SpanningTree:
         Distance cap.
     root_timeout_s : float
         A root whose beacon counter does not advance this long is dead.
+    heartbeat_s : float or None
+        Beacon period; bounds how fast a root's counter may grow (None: no growth cap).
     """
 
-    def __init__(self, me: int, incarnation: int, max_dist: int, root_timeout_s: float) -> None:
+    def __init__(
+        self,
+        me: int,
+        incarnation: int,
+        max_dist: int,
+        root_timeout_s: float,
+        heartbeat_s: float | None = None,
+    ) -> None:
         self.me, self.incarnation = me, incarnation
         self.max_dist, self.root_timeout_s = max_dist, root_timeout_s
+        self.heartbeat_s = heartbeat_s
         self._beacon = 0
         self._nbr: dict[int, TreeState] = {}
         # root id -> (incarnation, beacon seq, time it last advanced)
         self._fresh: dict[int, tuple[int, int, float]] = {}
+        # root id -> (window start, largest (inc, seq) heard in it) while its best claim is stale
+        self._window: dict[int, tuple[float, tuple[int, int]]] = {}
         self.state = TreeState(me, incarnation, 0, 0, NO_PARENT)
 
     @property
@@ -63,12 +84,48 @@ class SpanningTree:
         if self.is_root:
             self.state = TreeState(self.me, self.incarnation, self._beacon, 0, NO_PARENT)
 
-    def observe(self, nbr: int, st: TreeState, now: float) -> None:
-        """Record the state neighbour ``nbr`` advertised (call :meth:`recompute` after)."""
+    def observe(
+        self, nbr: int, st: TreeState, now: float, max_root_inc: int | None = None
+    ) -> str | None:
+        """Record the state neighbour ``nbr`` advertised (call :meth:`recompute` after).
+
+        Guards against forged root freshness (see the module notes): an implausible claim is
+        not taken as the root's freshness (the neighbour's position is still recorded).
+
+        Returns
+        -------
+        str or None
+            ``"root_inc_future"`` or ``"root_seq_jump"`` when the freshness claim was refused.
+        """
         self._nbr[nbr] = st
-        f = self._fresh.get(st.root)
-        if f is None or (st.root_inc, st.root_seq) > (f[0], f[1]):
-            self._fresh[st.root] = (st.root_inc, st.root_seq, now)
+        r, v = st.root, (st.root_inc, st.root_seq)
+        if max_root_inc is not None and st.root_inc > max_root_inc:
+            return "root_inc_future"
+        f = self._fresh.get(r)
+        if f is None:
+            self._fresh[r] = (*v, now)
+            return None
+        if v > (f[0], f[1]):
+            if self.heartbeat_s is not None and v[0] == f[0]:
+                growth = self.max_dist + 4 + 2 * (now - f[2]) / self.heartbeat_s
+                if v[1] > f[1] + growth:
+                    return "root_seq_jump"
+            self._fresh[r] = (*v, now)
+            self._window.pop(r, None)
+            return None
+        if now - f[2] <= self.root_timeout_s:
+            return None
+        # the best claim is stale: does the root live on below it?
+        w = self._window.get(r)
+        if w is None:
+            self._window[r] = (now, v)
+        elif now - w[0] <= self.root_timeout_s:
+            if v > w[1]:
+                self._window[r] = (w[0], v)
+        elif v > w[1]:
+            self._fresh[r] = (*v, now)  # rose above a whole window of claims: a new baseline
+            del self._window[r]
+        return None
 
     def forget(self, nbr: int) -> None:
         """Drop what ``nbr`` advertised (it expired, left, or restarted)."""
