@@ -286,6 +286,7 @@ class Agent:
             msg.incarnation != peer.incarnation or not peer.alive or msg.seq <= peer.max_seq
         ):
             return self._drop("goodbye_mismatch")  # only the live life itself may leave
+        seq_before = peer.max_seq
         verdict = self.peers.admit(s, msg.incarnation, now, msg.seq, limit)
         if verdict is Admit.STALE:
             return self._drop("stale_incarnation")
@@ -307,19 +308,19 @@ class Agent:
             self.counters["tx.hello"] += 1
             self._trigger_beacon(now)
         if isinstance(msg, Goodbye):
-            self.peers.depart(s, now)
+            self.peers.depart(s, now, seq_before)
             self.tree.forget(s)
             self._forget_message(s)
         elif isinstance(msg, Heartbeat):
-            if msg.seq > peer.state_seq:
-                peer.state_seq = msg.seq
+            if self._fresh_seq(peer.state_seq, peer.state_at, msg.seq, now):
+                peer.state_seq, peer.state_at = msg.seq, now
                 self._observe_tree(s, msg.tree, now, limit)
             else:
                 self.counters["drop.stale_seq"] += 1
         elif isinstance(msg, Fuse):
             if msg.to != self.id:
                 self.counters["drop.misrouted"] += 1
-            elif msg.seq <= peer.fuse_seq:
+            elif not self._fresh_seq(peer.fuse_seq, peer.fuse_at, msg.seq, now):
                 self.counters["drop.stale_seq"] += 1
             elif (
                 msg.summary.n_agents > self.limits.max_agents
@@ -327,9 +328,9 @@ class Agent:
             ):
                 self._reject("implausible_counts")
             else:
-                peer.fuse_seq = msg.seq
-                if msg.seq > peer.state_seq:
-                    peer.state_seq = msg.seq
+                peer.fuse_seq, peer.fuse_at = msg.seq, now
+                if self._fresh_seq(peer.state_seq, peer.state_at, msg.seq, now):
+                    peer.state_seq, peer.state_at = msg.seq, now
                     self._observe_tree(s, msg.tree, now, limit)
                 self._update_tree(now)
                 if s in self._tree_nbrs:
@@ -347,6 +348,16 @@ class Agent:
         """
         out, self._removed_peers = self._removed_peers, []
         return out
+
+    def _fresh_seq(self, last: int, last_at: float, seq: int, now: float) -> bool:
+        # newer than the last accepted, or the last accepted (perhaps an inflated, forged
+        # seq) has not been followed by anything for a peer timeout: start over from seq
+        if seq > last:
+            return True
+        if now - last_at > self.config.timing.peer_timeout_s:
+            self.counters["seq_reset"] += 1
+            return True
+        return False
 
     def _incarnation_limit(self, now: float) -> int:
         return incarnation_limit(self.config.incarnation, self._created, now, self.limits)

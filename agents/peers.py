@@ -113,6 +113,9 @@ class Peer:
         When the goodbye of ``departed_inc`` arrived.
     departed_seq : int
         ``max_seq`` before that goodbye (later traffic above it contradicts the goodbye).
+    state_at, fuse_at : float
+        When ``state_seq`` / ``fuse_seq`` last advanced (an inflated seq that nothing
+        follows is given up after a timeout).
     """
 
     id: int
@@ -127,6 +130,8 @@ class Peer:
     inc_since: float = -math.inf
     departed_at: float = -math.inf
     departed_seq: int = -1
+    state_at: float = -math.inf
+    fuse_at: float = -math.inf
 
 
 class PeerTable:
@@ -243,12 +248,16 @@ class PeerTable:
         p.alive, p.last_heard = True, now
         return Admit.NEW
 
-    def depart(self, pid: int, now: float | None = None) -> None:
-        """``pid`` said goodbye in its current incarnation (at ``now``)."""
+    def depart(self, pid: int, now: float | None = None, last_seq: int | None = None) -> None:
+        """``pid`` said goodbye in its current incarnation (at ``now``).
+
+        ``last_seq`` is the highest seq heard from it before the goodbye (default ``max_seq``);
+        traffic above it later revokes the goodbye (see :meth:`admit`).
+        """
         p = self._peers[pid]
         p.departed_inc = p.incarnation
         p.departed_at = p.last_heard if now is None else now
-        p.departed_seq = p.max_seq
+        p.departed_seq = p.max_seq if last_seq is None else last_seq
         p.alive = False
 
     def expire(self, now: float) -> list[int]:
