@@ -6,7 +6,9 @@
     python launch.py agent --rendezvous DIR            # identity from --id or SLURM/MPI/torchrun
     python launch.py status tcp://127.0.0.1:5555 ...   # or --rendezvous DIR
 
-``sim`` and ``local`` share the options of DESIGN.md section 4 (:func:`add_common_options`).
+One parser builds one frozen :class:`~swarmgp.agents.run_config.RunConfig` (also from
+``--config FILE.toml``; flags override the file). Invalid values exit 2 with one line; run-time
+errors exit 1 with one line (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -14,149 +16,103 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-TOPOLOGIES = ("tree", "ring", "grid", "geometric", "smallworld", "complete")
+from swarmgp.agents.run_config import (
+    COMMANDS,
+    ConfigError,
+    RunConfig,
+    add_config_options,
+    config_from_namespace,
+)
 
+__all__ = ["build_parser", "main"]
 
-def add_common_options(p: argparse.ArgumentParser) -> None:
-    """The options every run command accepts (DESIGN.md section 4)."""
-    g = p.add_argument_group("swarm and model")
-    g.add_argument("--agents", type=int, default=8, help="number of agents N")
-    t = g.add_mutually_exclusive_group()
-    t.add_argument("--topology", choices=TOPOLOGIES, default="ring", help="neighbour graph")
-    t.add_argument("--peers", metavar="FILE", help="neighbour graph from a peers file")
-    g.add_argument("--inducing", type=int, default=50, metavar="m", help="inducing inputs m")
-    g.add_argument(
-        "--samples",
-        type=int,
-        default=20,
-        metavar="M",
-        help="samples of W for the importance encoder",
-    )
-    g.add_argument("--batches", type=int, default=5, metavar="B", help="batches per agent")
-    g.add_argument("--batch-size", type=int, default=50, metavar="S", help="batch size")
-    g.add_argument(
-        "--loss", type=float, default=0.0, metavar="p", help="probability of dropping each message"
-    )
-    g.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    g.add_argument(
-        "--no-learn",
-        action="store_true",
-        help="freeze hyperparameters at their shared initial values",
-    )
-    g.add_argument("--plot", metavar="PATH", help="write a plot here")
-    d = p.add_argument_group("data")
-    d.add_argument(
-        "--data", default="synthetic", metavar="URI", help="synthetic (default) or csv:PATH"
-    )
-    d.add_argument("--agent-column", metavar="COL", help="CSV column naming the agent")
-    d.add_argument("--inputs", metavar="A,B,...", help="CSV input columns")
-    d.add_argument("--target", metavar="COL", help="CSV target column")
-    d.add_argument("--time-column", default="t", metavar="COL", help="time column (default t)")
-    d.add_argument(
-        "--holdout-every",
-        type=int,
-        default=10,
-        metavar="K",
-        help="real agents: rows with int(t) %% K == 0 are held-out days for scoring",
-    )
-    d.add_argument(
-        "--features",
-        metavar="FILE",
-        help="real agents: declared FeatureConfig JSON shared by the swarm",
-    )
-    p.add_argument("--report", metavar="PATH", help="write the JSON run report here")
+_HELP = {
+    "sim": "simulate a swarm in one process (virtual time)",
+    "local": "run a real swarm of agent processes on this machine",
+    "agent": "run one agent (identity from flags or the cluster environment)",
+}
 
 
-def _add_process_options(p: argparse.ArgumentParser) -> None:
-    # options of real agent processes (local and agent)
-    g = p.add_argument_group("agent processes")
-    g.add_argument("--encoder", choices=("analytic", "importance"), default="analytic")
-    g.add_argument("--dim", type=int, default=2, help="input dimension of synthetic data")
-    g.add_argument(
-        "--heartbeat",
-        type=float,
-        default=0.1,
-        metavar="S",
-        help="beacon period in seconds (timeouts are 6 beacons)",
-    )
-    g.add_argument(
-        "--batch-interval",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="seconds between an agent's batches (0: all at start)",
-    )
-    g.add_argument("--log-level", default="INFO")
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``launch.py`` parser."""
-    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    sim = sub.add_parser("sim", help="simulate a swarm in one process (virtual time)")
-    add_common_options(sim)
-    from swarmgp.sim.cli import add_sim_arguments  # light: the simulator loads on use
-
-    add_sim_arguments(sim)
-
-    local = sub.add_parser("local", help="run a real swarm of agent processes on this machine")
-    add_common_options(local)
-    _add_process_options(local)
-    local.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for consistency"
-    )
-    local.add_argument("--start-timeout", type=float, default=60.0)
-    local.add_argument("--tol", type=float, default=1e-9, help="consistency tolerance")
-    local.add_argument("--test-points", type=int, default=200)
-    local.add_argument("--workdir", help="rendezvous/log directory (default: a new temp dir)")
-
-    agent = sub.add_parser("agent", help="run one agent (identity from flags or the cluster env)")
-    add_common_options(agent)
-    _add_process_options(agent)
-    agent.add_argument("--id", type=int, help="agent id (else SLURM/Open MPI/PMI/torchrun rank)")
-    agent.add_argument("--world", type=int, help="number of agents (else from the environment)")
-    agent.add_argument("--rendezvous", metavar="DIR", help="shared directory for endpoints")
-    agent.add_argument("--rendezvous-timeout", type=float, default=60.0)
-    agent.add_argument("--neighbors", metavar="I,J,...", help="neighbour ids (overrides graphs)")
-    agent.add_argument("--connect", metavar="ID=EP,...", help="explicit neighbour endpoints")
-    agent.add_argument(
-        "--bind", default="tcp://127.0.0.1:*", help="ROUTER bind address (tcp://*:* on a cluster)"
-    )
-    agent.add_argument("--advertise-host", help="host name peers use to reach this agent")
-    agent.add_argument("--log-file", help="log here instead of stderr")
-
+    parser = _Parser(prog="launch.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS:
+        p = sub.add_parser(command, help=_HELP[command], description=_HELP[command])
+        add_config_options(p, command)
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     status = sub.add_parser("status", help="query running agents")
     status.add_argument("endpoints", nargs="*", metavar="ENDPOINT")
     status.add_argument("--rendezvous", metavar="DIR", help="query every agent recorded here")
-    status.add_argument("--timeout", type=float, default=2.0)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--timeout", type=float, default=2.0, metavar="S")
+    status.add_argument("--json", action="store_true", help="print JSON rows")
+    status.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, RunConfig | None]:
+    """Parse the command line; the run config of a run command (None for ``status``).
+
+    Exits 2 with one line on an invalid value.
+    """
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command == "status":
+        return ns, None
+    given = {k: v for k, v in vars(ns).items() if k not in ("command", "debug")}
+    try:
+        return ns, config_from_namespace(ns.command, given)
+    except ConfigError as exc:
+        parser.exit(2, f"launch.py {ns.command}: error: {exc}\n")
+
+
+def _run(ns: argparse.Namespace, cfg: RunConfig | None) -> int:
+    if cfg is None:
+        from swarmgp.agents.runtime.status import main as status_main
+
+        return status_main(ns.endpoints, ns.rendezvous, ns.timeout, ns.json)
+    if cfg.command == "sim":
+        from swarmgp.sim.cli import main as sim_main
+
+        return sim_main(cfg)
+    if cfg.command == "local":
+        from swarmgp.agents.runtime.local import main as local_main
+
+        return local_main(cfg)
+    from swarmgp.agents.runtime.node import main as agent_main
+
+    return agent_main(cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (console script ``swarmgp``)."""
-    args = build_parser().parse_args(argv)
+    ns, cfg = parse_config(argv)
     try:
-        return _dispatch(args)
+        return _run(ns, cfg)
     except KeyboardInterrupt:  # an interrupt outside a command's own handling: exit quietly
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError, ImportError) as exc:  # SwarmGPError is a ValueError
+        if ns.debug:
+            raise
+        print(f"launch.py {ns.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "sim":
-        from swarmgp.sim.cli import main as sim_main
-
-        return int(sim_main(args) or 0)
-    from swarmgp.agents import launcher
-
-    if args.command == "local":
-        return launcher.local_main(args)
-    if args.command == "agent":
-        return launcher.agent_main(args)
-    return launcher.status_main(args)
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ImportError) and exc.name:
+        return f"optional package {exc.name!r} is missing (pip install it, or see the README)"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""swarmgp.agents: the sans-I/O agent, its peer table and spanning tree, drivers and launchers.
+"""swarmgp.agents: the sans-I/O agent core.
 
-Torch-dependent modules (``learner``) and the ZeroMQ runner are not imported here.
+The agent state machine, its peer table and spanning tree, the typed run configuration, the
+one agent factory, topologies and the local model. ``agents.sources`` is the data intake edge,
+``agents.runtime`` the real-time edge (runner, launchers, status, report); neither is imported
+here, and torch-dependent modules (``learner``) load only when learning is used.
 """
 
-from .agent import Agent, Outbound, StaticModel
-from .config import AgentConfig, ConfigError, TimingConfig
-from .peers import Admit, PeerTable
-from .tree import SpanningTree
+from __future__ import annotations
+
+from swarmgp.agents.agent import Agent, Outbound, StaticModel
+from swarmgp.agents.config import AgentConfig, ConfigError, TimingConfig
+from swarmgp.agents.peers import Admit, PeerTable
+from swarmgp.agents.run_config import RunConfig
+from swarmgp.agents.tree import SpanningTree
 
 __all__ = [
     "Admit",
@@ -15,6 +21,7 @@ __all__ = [
     "ConfigError",
     "Outbound",
     "PeerTable",
+    "RunConfig",
     "SpanningTree",
     "StaticModel",
     "TimingConfig",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..fusion.errors import SwarmGPError
+from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = ["AgentConfig", "ConfigError", "TimingConfig"]
 

@@ -21,7 +21,7 @@ from swarmgp.fusion.predict import PredictiveCache, predict, predictive_cache
 from swarmgp.fusion.summary import Summary
 
 if TYPE_CHECKING:
-    from .learner import Learner
+    from swarmgp.agents.learner import Learner
 
 __all__ = ["LocalModel", "LocalModelConfig"]
 
@@ -101,7 +101,7 @@ class LocalModel:
 
     def _get_learner(self) -> Learner:
         if self._learner is None:
-            from .learner import Learner, LearnerConfig
+            from swarmgp.agents.learner import Learner, LearnerConfig
 
             self._learner = Learner(LearnerConfig(**self.config.learner))
         return self._learner
@@ -124,7 +124,7 @@ class LocalModel:
         """
         Xa, ya = check_batch(X, y, self.encoding.d)
         if self.config.learn and self.config.warm_start and self.batches == 0:
-            from .learner import warm_start
+            from swarmgp.agents.learner import warm_start
 
             self.hyper = warm_start(Xa, ya)
         self.encoder.add_batch(Xa, ya, self.hyper)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmgp.sim.cli import Progress
-from swarmgp.sim.report import summary_lines
+from swarmgp.agents.runtime.report import summary_lines
 from swarmgp.sim.swarm import SimSettings, run_simulation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

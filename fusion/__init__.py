@@ -1,6 +1,6 @@
 """swarmgp.fusion: the COOL-GP mathematics as pure float64 functions on arrays."""
 
-from .collapsed import (
+from swarmgp.fusion.collapsed import (
     CollectiveParams,
     FitResult,
     Stats,
@@ -19,9 +19,9 @@ from .collapsed import (
     sum_stats,
     theta_bounds,
 )
-from .design import halton, scaled_design
-from .encoding import Encoding, EncodingSpec, make_encoding, unit_se_kernel
-from .errors import (
+from swarmgp.fusion.design import halton, scaled_design
+from swarmgp.fusion.encoding import Encoding, EncodingSpec, make_encoding, unit_se_kernel
+from swarmgp.fusion.errors import (
     EmptyBatchError,
     FusionError,
     IncompatibleEncoding,
@@ -31,8 +31,8 @@ from .errors import (
     ShapeError,
     SwarmGPError,
 )
-from .hyper import Hyperparameters
-from .summary import Moments, Summary, combine, fuse, prior_summary, subtract
+from swarmgp.fusion.hyper import Hyperparameters
+from swarmgp.fusion.summary import Moments, Summary, combine, fuse, prior_summary, subtract
 
 __all__ = [
     "CollectiveParams",

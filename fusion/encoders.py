@@ -18,13 +18,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
-from .encoding import Encoding
-from .errors import EmptyBatchError, NumericalWarning, ShapeError
-from .hyper import Hyperparameters
-from .linalg import as_float64, identity_plus_psd
-from .psi import psi1, psi2_sum
-from .summary import Summary
+from swarmgp.fusion.encoding import Encoding
+from swarmgp.fusion.errors import EmptyBatchError, NumericalWarning, ShapeError
+from swarmgp.fusion.hyper import Hyperparameters
+from swarmgp.fusion.linalg import as_float64, identity_plus_psd
+from swarmgp.fusion.psi import psi1, psi2_sum
+from swarmgp.fusion.summary import Summary
 
 __all__ = ["AnalyticEncoder", "ImportanceEncoder", "check_batch", "importance_log_weights"]
 

@@ -21,10 +21,9 @@ from typing import Literal
 
 import numpy as np
 import scipy.linalg as sla
-
-from .design import halton
-from .errors import IncompatibleEncoding, ShapeError
-from .linalg import cholesky
+from swarmgp.fusion.design import halton
+from swarmgp.fusion.errors import IncompatibleEncoding, ShapeError
+from swarmgp.fusion.linalg import cholesky
 
 __all__ = ["Design", "Encoding", "EncodingSpec", "make_encoding", "unit_se_kernel"]
 

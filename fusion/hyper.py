@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from .errors import ShapeError
-from .linalg import as_float64
+from swarmgp.fusion.errors import ShapeError
+from swarmgp.fusion.linalg import as_float64
 
 __all__ = ["Hyperparameters"]
 

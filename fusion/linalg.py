@@ -10,8 +10,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg as sla
-
-from .errors import NonFiniteError, NotPositiveDefinite, NumericalWarning, ShapeError
+from swarmgp.fusion.errors import NonFiniteError, NotPositiveDefinite, NumericalWarning, ShapeError
 
 __all__ = [
     "as_float64",

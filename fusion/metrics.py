@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from .summary import Summary
+from swarmgp.fusion.summary import Summary
 
 __all__ = ["consistency_rel_err", "nlpd", "rmse"]
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-
-from .encoding import Encoding
-from .hyper import Hyperparameters
-from .linalg import as_float64
-from .psi import psi1, psi2_quadform
-from .summary import Summary
+from swarmgp.fusion.encoding import Encoding
+from swarmgp.fusion.hyper import Hyperparameters
+from swarmgp.fusion.linalg import as_float64
+from swarmgp.fusion.psi import psi1, psi2_quadform
+from swarmgp.fusion.summary import Summary
 
 __all__ = ["PredictiveCache", "predict", "predictive_cache"]
 

@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-
-from .errors import FusionError, IncompatibleEncoding, ShapeError
-from .linalg import check_spd, cho_solve, pack_symmetric, symmetrize, unpack_symmetric
+from swarmgp.fusion.errors import FusionError, IncompatibleEncoding, ShapeError
+from swarmgp.fusion.linalg import check_spd, cho_solve, pack_symmetric, symmetrize, unpack_symmetric
 
 __all__ = ["Moments", "Summary", "combine", "fuse", "prior_summary", "subtract"]
 

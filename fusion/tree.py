@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
-from .summary import Summary, fuse
+from swarmgp.fusion.summary import Summary, fuse
 
 __all__ = ["tree_fused", "tree_message"]
 

@@ -3,9 +3,9 @@
 ``zmq_transport`` is not imported here, so ``import swarmgp.protocol`` does not load zmq.
 """
 
-from .codec import MAJOR, decode, encode
-from .errors import DecodeError, ProtocolError, TransportError
-from .messages import (
+from swarmgp.protocol.codec import MAJOR, decode, encode
+from swarmgp.protocol.errors import DecodeError, ProtocolError, TransportError
+from swarmgp.protocol.messages import (
     NO_PARENT,
     Fuse,
     Goodbye,
@@ -16,11 +16,9 @@ from .messages import (
     StatusRequest,
     TreeState,
 )
-from .transport import InMemoryNetwork, InMemoryTransport, Transport
+from swarmgp.protocol.transport import InMemoryNetwork, InMemoryTransport, LiveTransport, Transport
 
 __all__ = [
-    "MAJOR",
-    "NO_PARENT",
     "DecodeError",
     "Fuse",
     "Goodbye",
@@ -28,7 +26,10 @@ __all__ = [
     "Hello",
     "InMemoryNetwork",
     "InMemoryTransport",
+    "LiveTransport",
+    "MAJOR",
     "Message",
+    "NO_PARENT",
     "ProtocolError",
     "StatusReply",
     "StatusRequest",

@@ -18,11 +18,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .codec import decode, encode
-from .errors import DecodeError
-from .messages import Message
+from swarmgp.protocol.codec import decode, encode
+from swarmgp.protocol.errors import DecodeError
+from swarmgp.protocol.messages import Message
 
-__all__ = ["InMemoryNetwork", "InMemoryTransport", "RejectHook", "Transport"]
+__all__ = ["InMemoryNetwork", "InMemoryTransport", "LiveTransport", "RejectHook", "Transport"]
 
 #: Called with the reason of each rejected incoming frame set.
 RejectHook = Callable[[str], None]
@@ -42,6 +42,21 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release resources; pending messages may be discarded."""
+        ...
+
+
+@runtime_checkable
+class LiveTransport(Transport, Protocol):
+    """What the real-time runner needs beyond :class:`Transport`: an address and an event loop."""
+
+    endpoint: str
+
+    def flush(self) -> object:
+        """Try again to send messages a full socket held back (never blocks)."""
+        ...
+
+    async def wait_readable(self, timeout_s: float) -> object:
+        """Return when a message may be waiting, or after ``timeout_s``."""
         ...
 
 

@@ -35,7 +35,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -53,7 +52,7 @@ from swarmgp.protocol.keys import OPERATOR, Keyring
 from swarmgp.protocol.messages import Fuse, Hello, Message, StatusReply, StatusRequest
 from swarmgp.protocol.transport import RejectHook
 
-__all__ = ["StatusClient", "SubscriberSocket", "ZmqTransport", "client_id"]
+__all__ = ["StatusClient", "ZmqTransport", "client_id"]
 
 log = logging.getLogger("swarmgp.transport")
 
@@ -635,39 +634,3 @@ class StatusClient:
             s.close(0)
         self._socks.clear()
         self.ctx.term()
-
-
-class SubscriberSocket:
-    """A ZeroMQ SUB socket for data feeds (``zmq+sub://`` sources), so zmq stays in protocol/.
-
-    Parameters
-    ----------
-    endpoint : str
-        Where the publisher is, e.g. ``tcp://127.0.0.1:5600``.
-    topic : str
-        Subscription prefix ('' for all).
-    rcvhwm : int
-        Receive high-water mark (messages).
-    context : zmq.Context, optional
-        Shared context (default: the process-wide instance).
-    """
-
-    def __init__(self, endpoint: str, topic: str, rcvhwm: int, context: Any = None) -> None:
-        ctx = context if context is not None else zmq.Context.instance()
-        self._sock = ctx.socket(zmq.SUB)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self._sock.connect(endpoint)
-
-    def poll(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for a message; True when one can be read."""
-        return bool(self._sock.poll(int(timeout_s * 1000), zmq.POLLIN))
-
-    def recv_frames(self) -> list[bytes]:
-        """Read one multipart message without blocking (call after :meth:`poll`)."""
-        return list(self._sock.recv_multipart(zmq.NOBLOCK))
-
-    def close(self) -> None:
-        """Close at once (linger 0)."""
-        self._sock.close(0)

@@ -4,7 +4,7 @@
 * ``oracle``: each agent predicting from the exact sum of all current local summaries
   (:func:`swarmgp.fusion.summary.fuse`), i.e. what decentralized fusion must reach.
 * ``sgpr_pooled``: a centralized GPyTorch SGPR (Titsias 2009) on the pooled data with the same
-  number of inducing inputs (``swarmgp.agents.reference_gp.sgpr_pooled``).
+  number of inducing inputs (``swarmgp.sim.reference_gp.sgpr_pooled``).
 * ``gpoe``: generalized product of experts (Cao & Fleet 2014) over the agents' local
   predictions, with uniform weights ``beta_k = 1 / K``.
 * ``rbcm``: robust Bayesian committee machine (Deisenroth & Ng 2015):
@@ -29,8 +29,8 @@ from swarmgp.fusion.hyper import Hyperparameters
 from swarmgp.fusion.predict import predict
 from swarmgp.fusion.summary import Summary, fuse
 
-from .metrics import score_prediction
-from .streams import Streams
+from swarmgp.sim.metrics import score_prediction
+from swarmgp.sim.streams import Streams
 
 __all__ = [
     "dpitc_summary",
@@ -180,7 +180,7 @@ def score_sgpr_pooled(
     Returns ``{"rmse", "nlpd", "points"}``; ``{}`` when the reference is unavailable.
     """
     try:
-        from swarmgp.agents.reference_gp import sgpr_pooled
+        from swarmgp.sim.reference_gp import sgpr_pooled
     except ImportError:
         return {}
     if X.shape[0] > max_points:

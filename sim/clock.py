@@ -10,11 +10,12 @@ from __future__ import annotations
 import heapq
 import math
 from typing import Any
+from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = ["ClockError", "EventQueue", "VirtualClock"]
 
 
-class ClockError(ValueError):
+class ClockError(SwarmGPError):
     """Time would go backwards, or an event time is not a finite number."""
 
 

@@ -18,9 +18,9 @@ import numpy as np
 from swarmgp.fusion.metrics import nlpd, rmse
 from swarmgp.fusion.summary import Summary, fuse
 
-from .network import Partition
-from .streams import Streams
-from .topology import Adjacency, components
+from swarmgp.sim.network import Partition
+from swarmgp.sim.streams import Streams
+from swarmgp.agents.topology import Adjacency, components
 
 __all__ = [
     "AgentScores",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = [
     "HEADER_BYTES",
@@ -44,7 +45,7 @@ HEADER_BYTES = 96
 ChurnKind = Literal["crash", "leave", "join", "restart"]
 
 
-class NetworkError(ValueError):
+class NetworkError(SwarmGPError):
     """Invalid network settings (a probability outside [0, 1], a negative delay...)."""
 
 

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .clock import EventQueue, VirtualClock
-from .network import ChurnEvent, SimNetwork
+from swarmgp.sim.clock import EventQueue, VirtualClock
+from swarmgp.sim.network import ChurnEvent, SimNetwork
 
 __all__ = ["AgentFactory", "DriverStats", "SimAgent", "Simulator"]
 

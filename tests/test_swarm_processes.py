@@ -15,8 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swarmgp.agents.launcher import LocalSwarm, read_records, resolve_identity  # noqa: E402
-from swarmgp.sim.report import REQUIRED_KEYS  # noqa: E402
+from swarmgp.agents.runtime.identity import resolve_identity  # noqa: E402
+from swarmgp.agents.runtime.local import LocalSwarm  # noqa: E402
+from swarmgp.agents.runtime.rendezvous import read_records  # noqa: E402
+from swarmgp.agents.runtime.report import REQUIRED_KEYS  # noqa: E402
 
 import launch  # noqa: E402
 
@@ -36,9 +38,11 @@ def cyclic_graph() -> dict[int, tuple[int, ...]]:
 
 
 def args(*extra: str):
-    return launch.build_parser().parse_args(
+    return launch.parse_config(
         [
             "local",
+            "--mode",
+            "paper",
             "--no-learn",
             "--inducing",
             "30",
@@ -52,7 +56,7 @@ def args(*extra: str):
             "3",
             *extra,
         ]
-    )
+    )[1]
 
 
 def gone(pid: int) -> bool:
@@ -185,8 +189,8 @@ def test_launch_local_report_and_no_orphans(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(90)
 def test_launch_local_sigint_leaves_no_process(tmp_path: Path) -> None:
-    # a tolerance no swarm can meet keeps it waiting until we interrupt it
-    p = _run_local(tmp_path, ["--batch-interval", "100", "--timeout", "60", "--tol", "-1"])
+    # beacons 100 s apart: no spanning tree, so no consistency, before we interrupt it
+    p = _run_local(tmp_path, ["--batch-interval", "100", "--timeout", "60", "--heartbeat", "100"])
     deadline = time.monotonic() + 60
     recs = {}
     while time.monotonic() < deadline and len(recs) < 4:

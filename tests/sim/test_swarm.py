@@ -8,9 +8,18 @@ import pytest
 from swarmgp.fusion.summary import fuse
 from swarmgp.sim.metrics import live_components
 from swarmgp.sim.network import ChurnEvent, Partition
-from swarmgp.sim.report import REQUIRED_KEYS, check_report, comparable
-from swarmgp.sim.swarm import SimSettings, Swarm, build_swarm, run_simulation
-from swarmgp.sim.topology import TOPOLOGIES
+from swarmgp.agents.runtime.report import REQUIRED_KEYS, check_report, comparable
+from swarmgp.agents.run_config import RunConfig
+from swarmgp.sim.swarm import Swarm, build_swarm, run_simulation
+from swarmgp.agents.topology import TOPOLOGIES
+
+#: The simulator's former defaults, and the paper's per-agent mode these tests were written for.
+BASE = dict(agents=16, topology="geometric", batches=10, batch_size=20, mode="paper")
+
+
+def SimSettings(**kw: object) -> RunConfig:  # noqa: N802 - reads like the settings it builds
+    return RunConfig.make("sim", **{**BASE, **kw})
+
 
 #: Small, fast exactness settings: learning off, tiny m.
 EXACT = dict(
@@ -19,7 +28,7 @@ EXACT = dict(
     batches=3,
     batch_size=10,
     learn=False,
-    n_test=50,
+    test_points=50,
     series_agents=2,
     baselines=("local", "oracle", "dpitc"),
 )
@@ -58,7 +67,8 @@ def test_exact_after_churn_that_ends_before_the_run(kinds: str) -> None:
             ChurnEvent(3.1, 7, "restart"),  # back with a new incarnation, data lost
             ChurnEvent(2.6, 11, "join"),  # starts late
         )
-        s = SimSettings(topology="grid", churn=churn, seed=3, **EXACT)
+        events = tuple((c.time, c.agent, c.kind) for c in churn)
+        s = SimSettings(topology="grid", churn=events, seed=3, **EXACT)
     keep: list[Swarm] = []
     r = run_simulation(s, keep=keep)
     assert r["churn_events"] >= 2
@@ -79,7 +89,7 @@ def test_exact_after_churn_that_ends_before_the_run(kinds: str) -> None:
 def test_partition_each_side_then_all_after_healing() -> None:
     side = frozenset(range(6))
     part = Partition(2.0, 30.0, (side,))
-    s = SimSettings(topology="ring", partitions=(part,), seed=4, **EXACT)
+    s = SimSettings(topology="ring", partition=((2.0, 30.0, (tuple(side),)),), seed=4, **EXACT)
     sw = build_swarm(s)
     sim = sw.sim
     sim.run(28.0)
@@ -106,13 +116,13 @@ def test_reproducible_bit_for_bit() -> None:
         loss=0.2,
         duplicate=0.1,
         topology="smallworld",
-        n_test=50,
+        test_points=50,
         seed=9,
         baselines=("local", "oracle", "gpoe", "rbcm"),
     )
     a, b = run_simulation(s), run_simulation(s)
     assert comparable(a) == comparable(b)
-    c = run_simulation(SimSettings(**{**s.__dict__, "seed": 10}))
+    c = run_simulation(s.replace(seed=10))
     assert comparable(a) != comparable(c)
     assert set(REQUIRED_KEYS) <= set(a)
 
@@ -129,7 +139,7 @@ def test_fusion_beats_local_in_the_papers_synthetic_setting() -> None:
         batches=5,
         batch_size=40,
         learn=True,
-        n_test=400,
+        test_points=400,
         seed=0,
         baselines=("local", "oracle", "gpoe", "rbcm"),
     )
@@ -149,7 +159,7 @@ def test_fusion_beats_local_with_many_agents() -> None:
         batches=4,
         batch_size=10,
         learn=True,
-        n_test=200,
+        test_points=200,
         seed=1,
         baselines=("local", "gpoe", "rbcm"),
     )

@@ -1,0 +1,130 @@
+"""The one agent factory: both drivers (the simulator and the ZeroMQ runner) build agents here.
+
+:func:`protocol_timing` is the one timeout policy; :func:`build_agent` turns a run config, an
+identity and a common encoding into a ready :class:`~swarmgp.agents.agent.Agent` with its
+:class:`~swarmgp.agents.local_model.LocalModel`. Nothing here does I/O: the clock reading
+``now`` and the random generators are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from swarmgp.agents.agent import Agent
+from swarmgp.agents.config import AgentConfig, TimingConfig
+from swarmgp.agents.local_model import LocalModel, LocalModelConfig
+from swarmgp.agents.run_config import RunConfig
+from swarmgp.fusion.encoding import Encoding, EncodingSpec, make_encoding
+from swarmgp.fusion.hyper import Hyperparameters
+
+__all__ = ["agent_seeds", "build_agent", "common_encoding", "model_config", "protocol_timing"]
+
+#: Probability that a live peer is declared dead because every beacon of a timeout was lost.
+FALSE_EXPIRY = 1e-7
+#: Fewest beacons in a timeout, even on a lossless network (scheduling hiccups of real processes).
+MIN_TIMEOUT_BEACONS = 6
+
+
+#: Spawn key of the agents' seeds under the run seed (shared by every driver).
+AGENT_SEED_KEY = 3
+
+
+def agent_seeds(seed: int, agent_id: int, incarnation: int) -> np.random.SeedSequence:
+    """The seed of one agent's life: a child of the run seed by (agent, incarnation)."""
+    return np.random.SeedSequence(seed, spawn_key=(AGENT_SEED_KEY, agent_id, incarnation))
+
+
+def protocol_timing(cfg: RunConfig) -> TimingConfig:
+    """Protocol periods of a run: one policy for every driver.
+
+    The peer and root timeouts hold enough beacons that losing all of them at the run's loss
+    rate is a ``FALSE_EXPIRY`` event (at least ``MIN_TIMEOUT_BEACONS``, at most 160); fusion
+    state is resent every two beacons, triggered beacons are rate-limited to ten per period.
+    """
+    hb = cfg.timing.heartbeat
+    p = min(max(cfg.faults.loss, cfg.faults.bursty or 0.0, 1e-3), 0.9)
+    beats = min(max(MIN_TIMEOUT_BEACONS, math.ceil(math.log(FALSE_EXPIRY) / math.log(p))), 160)
+    return TimingConfig(
+        heartbeat_s=hb,
+        peer_timeout_s=beats * hb,
+        root_timeout_s=beats * hb,
+        fuse_min_interval_s=cfg.timing.fuse_interval,
+        fuse_resend_s=2 * hb,
+        beacon_min_interval_s=hb / 10,
+    )
+
+
+def common_encoding(cfg: RunConfig, d: int) -> Encoding:
+    """The swarm's common encoding for inputs of dimension ``d`` (identical on every agent)."""
+    return make_encoding(EncodingSpec(d=d, m=cfg.model.inducing))
+
+
+def model_config(cfg: RunConfig, d: int) -> LocalModelConfig:
+    """The local model settings of every agent of a run."""
+    return LocalModelConfig(
+        encoder=cfg.model.encoder,  # type: ignore[arg-type]
+        samples=cfg.model.samples,
+        learn=cfg.model.learn,
+        stream_batches=cfg.data.batches,
+        initial=Hyperparameters.initial(d),
+    )
+
+
+def build_agent(
+    cfg: RunConfig,
+    agent_id: int,
+    neighbors: Sequence[int],
+    encoding: Encoding,
+    *,
+    incarnation: int,
+    now: float,
+    seeds: np.random.SeedSequence,
+    max_dist: int,
+    endpoint: str = "",
+    status_extra: Callable[[], dict[str, Any]] | None = None,
+    counters: Counter[str] | None = None,
+) -> Agent:
+    """One agent of the run, with its local model.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    agent_id : int
+    neighbors : sequence of int
+        Configured neighbour ids.
+    encoding : Encoding
+        The common encoding (:func:`common_encoding`).
+    incarnation : int
+        Grows with every start of this agent.
+    now : float
+        The driver's clock.
+    seeds : numpy.random.SeedSequence
+        This agent's (and incarnation's) seed: spawned into the model's and the agent's
+        generators, so every random choice replays from the run seed.
+    max_dist : int
+        Distance cap of the spanning tree (at least the graph's diameter).
+    endpoint : str
+        Announced in Hello messages ("" in simulation).
+    status_extra : callable, optional
+        Driver facts merged into status replies.
+    counters : collections.Counter, optional
+        The agent's counters, shared with a transport that counts into them.
+    """
+    r_model, r_agent = (np.random.default_rng(s) for s in seeds.spawn(2))
+    config = AgentConfig(
+        agent_id=agent_id,
+        neighbors=tuple(neighbors),
+        m=encoding.m,
+        encoding_hash=encoding.hash,
+        incarnation=incarnation,
+        timing=protocol_timing(cfg),
+        max_dist=max_dist,
+        endpoint=endpoint,
+    )
+    model = LocalModel(encoding, model_config(cfg, encoding.d), r_model)
+    return Agent(config, model, now, rng=r_agent, status_extra=status_extra, counters=counters)

@@ -1,0 +1,421 @@
+"""``launch.py local``: a real swarm of agent processes over ZeroMQ on this machine.
+
+:class:`LocalSwarm` spawns N ``launch.py agent`` processes on 127.0.0.1 in their own sessions,
+all reading one ``swarm.toml`` (the run config) and ``swarm.json`` (neighbour graph and data
+manifest) from the rendezvous directory; it waits until every agent's collective model equals
+the exact sum of all local summaries (polling status against a deadline), and stops every
+process it started (SIGTERM, then SIGKILL) on return, error, SIGINT or SIGTERM.
+:func:`main` runs it in named phases: plan, start, wait for consistency, score, report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swarmgp.agents.run_config import RunConfig, dump_toml
+from swarmgp.agents.runtime.errors import LaunchError
+from swarmgp.agents.runtime.rendezvous import read_records, write_swarm
+from swarmgp.agents.runtime.report import (
+    Scores,
+    build_report,
+    plot_report,
+    summary_lines,
+    write_report,
+)
+from swarmgp.agents.sources.agent_feed import DataManifest, declare_data, test_set
+from swarmgp.agents.topology import Adjacency, neighbour_graph
+from swarmgp.fusion.metrics import nlpd, rmse
+from swarmgp.fusion.summary import Summary, fuse
+
+__all__ = ["LocalSwarm", "exact_sum", "main", "progress"]
+
+LAUNCH_PY = Path(__file__).resolve().parents[2] / "launch.py"
+CONFIG_FILE = "swarm.toml"
+
+
+def progress(msg: str) -> None:
+    """One progress line on stderr."""
+    print(f"[swarmgp {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def exact_sum(locals_: Iterable[Summary]) -> Summary:
+    """``sum_a R_a - (A - 1) R_0`` over local summaries, in a fixed order."""
+    ls = list(locals_)
+    return fuse(ls, ls[0].m, ls[0].encoding_hash)
+
+
+def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class LocalSwarm:
+    """N agent processes on this machine, wired through a rendezvous directory.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run (written to ``swarm.toml``; every agent reads it).
+    adjacency : mapping of int to sequence of int
+    workdir : path
+        Rendezvous directory (records, ``swarm.toml``, ``swarm.json``, per-agent logs).
+    manifest : DataManifest, optional
+        The swarm's data manifest (``swarm.json``); agents derive it themselves otherwise.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        adjacency: Mapping[int, Sequence[int]],
+        workdir: Path,
+        manifest: DataManifest | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.adjacency = {int(k): tuple(v) for k, v in adjacency.items()}
+        self.n = len(self.adjacency)
+        self.dir = Path(workdir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / CONFIG_FILE).write_text(dump_toml(cfg))
+        except OSError as exc:
+            raise LaunchError(f"cannot use {self.dir}: {exc.strerror or exc}") from None
+        record: dict[str, Any] = {
+            "world": self.n,
+            "adjacency": {str(k): list(v) for k, v in self.adjacency.items()},
+        }
+        if manifest is not None:
+            record["data"] = manifest.to_json()
+        write_swarm(self.dir, record)
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.all_procs: list[subprocess.Popen[bytes]] = []
+        self._client: Any = None
+        self._client_eps: dict[int, str] = {}
+
+    # processes
+    def command(self, i: int) -> list[str]:
+        """The ``launch.py agent`` command line of agent i."""
+        return [
+            sys.executable,
+            str(LAUNCH_PY),
+            "agent",
+            "--config",
+            str(self.dir / CONFIG_FILE),
+            "--id",
+            str(i),
+            "--world",
+            str(self.n),
+            "--rendezvous",
+            str(self.dir),
+            "--log-file",
+            str(self.dir / f"agent-{i}.log"),
+        ]
+
+    def spawn(self, i: int) -> None:
+        """Start agent i (replacing its rendezvous record)."""
+        (self.dir / f"agent-{i}.json").unlink(missing_ok=True)
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            OPENBLAS_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+        )
+        err = open(self.dir / f"agent-{i}.stderr", "ab")  # noqa: SIM115 - owned by the child
+        try:
+            p = subprocess.Popen(
+                self.command(i),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )  # own group: Ctrl-C is ours to relay
+        finally:
+            err.close()
+        self.procs[i] = p
+        self.all_procs.append(p)
+
+    def start(self, ids: Iterable[int] | None = None, timeout_s: float = 60.0) -> dict[int, str]:
+        """Spawn agents and wait for their rendezvous records; return their endpoints."""
+        ids = list(range(self.n)) if ids is None else list(ids)
+        for i in ids:
+            self.spawn(i)
+        return self.wait_records(ids, timeout_s)
+
+    def wait_records(self, ids: Sequence[int], timeout_s: float) -> dict[int, str]:
+        """Wait until agents ``ids`` (as now running) have published their endpoints."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            recs = read_records(self.dir, ids)
+            ok = {i: r for i, r in recs.items() if r.get("pid") == self.procs[i].pid}
+            if len(ok) == len(ids):
+                return {i: r["endpoint"] for i, r in ok.items()}
+            dead = [i for i in ids if self.procs[i].poll() is not None]
+            if dead:
+                raise LaunchError(f"agents {dead} exited during start-up; see {self.dir}")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"agents {sorted(set(ids) - set(ok))} did not publish in time")
+            time.sleep(0.02)
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to agent i and reap it."""
+        p = self.procs.pop(i)
+        _signal_group(p, sig)
+        try:
+            p.wait(5.0)
+        except subprocess.TimeoutExpired:
+            _signal_group(p, signal.SIGKILL)
+            p.wait()
+
+    def alive(self) -> list[int]:
+        """Ids of running agents."""
+        return sorted(i for i, p in self.procs.items() if p.poll() is None)
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        """SIGTERM every process started (goodbye), then SIGKILL what is left; reap all."""
+        for p in self.all_procs:
+            if p.poll() is None:
+                _signal_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for p in self.all_procs:
+            try:
+                p.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                pass
+        for p in self.all_procs:
+            if p.poll() is None:
+                _signal_group(p, signal.SIGKILL)
+                p.wait()
+            else:  # the group may hold nothing else, but make sure
+                _signal_group(p, signal.SIGKILL)
+        self.procs.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # status
+    def client(self, ids: Iterable[int]) -> Any:
+        """A status client connected to the current endpoints of ``ids``."""
+        from swarmgp.protocol.zmq_transport import StatusClient
+
+        if self._client is None:
+            self._client = StatusClient({})
+        recs = read_records(self.dir, ids)
+        for i, r in recs.items():
+            if self._client_eps.get(i) != r["endpoint"]:
+                self._client.add(i, r["endpoint"])
+                self._client_eps[i] = r["endpoint"]
+        return self._client
+
+    def status(self, ids: Iterable[int], timeout_s: float = 2.0, **kw: Any) -> dict[int, Any]:
+        """StatusReply of each agent in ``ids`` that answered in time."""
+        ids = list(ids)
+        return self.client(ids).query(ids, timeout_s=timeout_s, **kw)  # type: ignore[no-any-return]
+
+    def check(self, ids: Sequence[int], replies: Mapping[int, Any]) -> tuple[bool, float]:
+        """Whether agents ``ids`` all hold the exact sum of their local summaries."""
+        if set(replies) != set(ids) or any(replies[i].fused is None for i in ids):
+            return False, math.inf
+        exact = exact_sum([replies[i].local for i in ids])
+        err = max(replies[i].fused.max_rel_diff(exact) for i in ids)
+        full = all(replies[i].fused.n_agents == len(ids) for i in ids)
+        return full, err
+
+    def wait_consistent(
+        self,
+        ids: Sequence[int] | None = None,
+        timeout_s: float = 60.0,
+        tol: float = 1e-9,
+        poll_s: float = 0.05,
+    ) -> tuple[dict[int, Any], float, float]:
+        """Poll status until consistent; return (replies, max rel err, time it became so).
+
+        Raises
+        ------
+        LaunchError
+            Not consistent by the deadline (the message gives the last error seen).
+        """
+        ids = sorted(self.procs) if ids is None else sorted(ids)
+        deadline = time.monotonic() + timeout_s
+        err = math.inf
+        while time.monotonic() < deadline:
+            dead = [i for i in ids if self.procs[i].poll() is not None]
+            if dead:
+                raise LaunchError(f"agents {dead} died; see logs in {self.dir}")
+            replies = self.status(ids, timeout_s=min(2.0, max(deadline - time.monotonic(), 0.1)))
+            full, err = self.check(ids, replies)
+            if full and err <= tol:
+                return replies, err, time.time()
+            time.sleep(poll_s)
+        raise LaunchError(f"no consistency within {timeout_s} s (max rel err {err:.3g})")
+
+
+# --------------------------------------------------------------------------- phases
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """What ``local`` decided before starting anything."""
+
+    adjacency: Adjacency
+    topology: str
+    manifest: DataManifest
+    workdir: Path
+
+
+def plan_local(cfg: RunConfig) -> LocalPlan:
+    """Data manifest, neighbour graph (one agent per sensor at most) and work directory."""
+    manifest = declare_data(cfg.data, cfg.swarm.agents, cfg.seed)
+    n = manifest.n_agents
+    adjacency = neighbour_graph(cfg.swarm.topology, cfg.swarm.peers, n, cfg.seed)
+    if len(adjacency) != n:
+        raise LaunchError(f"the neighbour graph has {len(adjacency)} agents, the data {n}")
+    topo = f"peers:{cfg.swarm.peers}" if cfg.swarm.peers else cfg.swarm.topology
+    if cfg.process.workdir:
+        workdir = Path(cfg.process.workdir)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="swarmgp-"))
+    return LocalPlan(adjacency, topo, manifest, workdir)
+
+
+def score_swarm(
+    cfg: RunConfig, swarm: LocalSwarm, replies: Mapping[int, Any], manifest: DataManifest
+) -> Scores:
+    """Each agent predicts the held-out points from its own, its fused and the exact model."""
+    test = test_set(manifest, cfg.data, cfg.seed, cfg.scoring.test_points)
+    exact = exact_sum([replies[i].local for i in sorted(replies)])
+    preds = swarm.status(sorted(replies), timeout_s=10.0, X=test.X, summary=exact)
+    if set(preds) != set(replies):
+        raise LaunchError("some agents did not answer the prediction query")
+
+    def units(yt: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
+        # scores in the target's own units
+        return test.y_std * rmse(yt, mean), nlpd(yt, mean, var) + float(np.log(test.y_std))
+
+    rows: dict[str, list[tuple[float, float]]] = {"local": [], "fused": [], "given": []}
+    for i, r in sorted(preds.items()):
+        yt, p = test.y_of(i), r.predictions
+        for kind in rows:
+            rows[kind].append(units(yt, p[f"mean_{kind}"], p[f"var_{kind}"]))
+
+    def mean(kind: str, j: int) -> float:
+        return float(np.mean([row[j] for row in rows[kind]]))
+
+    return Scores(
+        rmse_local=mean("local", 0),
+        nlpd_local=mean("local", 1),
+        rmse_fused=mean("fused", 0),
+        nlpd_fused=mean("fused", 1),
+        rmse_oracle=mean("given", 0),
+        nlpd_oracle=mean("given", 1),
+    )
+
+
+def _report(
+    cfg: RunConfig,
+    plan: LocalPlan,
+    swarm: LocalSwarm,
+    replies: Mapping[int, Any],
+    err: float,
+    t0: float,
+    t_cons: float,
+) -> dict[str, Any]:
+    scores = score_swarm(cfg, swarm, replies, plan.manifest)
+    final = swarm.status(sorted(replies), timeout_s=5.0)
+    counters = [r.info.get("counters", {}) for r in final.values()]
+    rss = [float(r.info.get("peak_rss_mb", 0.0)) for r in final.values()]
+    last_obs = max((r.info.get("last_observation_wall") or t0) for r in replies.values())
+    batches = max((int(r.info.get("local_n_obs", 0)) for r in replies.values()), default=0)
+    return build_report(
+        cfg,
+        agents=len(replies),
+        topology=plan.topology,
+        batches_per_agent=math.ceil(batches / cfg.data.batch_size),
+        scores=scores,
+        consistency_max_rel_err=err,
+        baselines={},
+        messages=int(sum(c.get("net.tx_msgs", 0) for c in counters)),
+        bytes_sent=int(sum(c.get("net.tx_bytes", 0) for c in counters)),
+        wall_s=time.time() - t0,
+        peak_rss_mb=max(rss) if rss else 0.0,
+        n_obs=int(max(r.fused.n_obs for r in replies.values())),
+        extras={
+            "nlpd_oracle": scores.nlpd_oracle,
+            "fuse_messages": int(sum(c.get("tx.fuse", 0) for c in counters)),
+            "rejected": int(
+                sum(v for c in counters for k, v in c.items() if k.startswith("rejected."))
+            ),
+            "consistency_after_last_obs_s": t_cons - last_obs,
+            "peak_rss_mb_total": float(sum(rss)),
+            "workdir": str(plan.workdir),
+        },
+    )
+
+
+def main(cfg: RunConfig) -> int:
+    """``launch.py local``: run a real swarm of agent processes over ZeroMQ and report."""
+    t0 = time.time()
+    plan = plan_local(cfg)
+    swarm = LocalSwarm(cfg, plan.adjacency, plan.workdir, plan.manifest)
+    stop_now: dict[str, int | None] = {"sig": None}
+
+    def on_signal(sig: int, _frame: Any) -> None:
+        stop_now["sig"] = sig
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        progress(f"starting {swarm.n} agents on {plan.topology} (rendezvous {plan.workdir})")
+        swarm.start(timeout_s=cfg.process.start_timeout)
+        progress("all agents published endpoints; waiting for consistency")
+        replies, err, t_cons = swarm.wait_consistent(
+            timeout_s=cfg.scoring.timeout, tol=cfg.scoring.tol
+        )
+        progress(f"consistent: max rel err {err:.2e}, {t_cons - t0:.2f} s after launch")
+        report = _report(cfg, plan, swarm, replies, err, t0, t_cons)
+        for line in summary_lines(report):
+            progress(line.strip())
+        if cfg.output.report:
+            write_report(report, cfg.output.report)
+            progress(f"report written to {cfg.output.report}")
+        else:
+            print(write_report_text(report))
+        if cfg.output.plot:
+            plot_report(report, cfg.output.plot)
+            progress(f"plot written to {cfg.output.plot}")
+        return 0
+    except KeyboardInterrupt:
+        sig = signal.Signals(stop_now["sig"] or signal.SIGINT)
+        progress(f"interrupted ({sig.name}); stopping agents")
+        return 130
+    except LaunchError as e:
+        progress(f"error: {e}")
+        return 1
+    finally:
+        for s in old:  # stopping the agents must not itself be interrupted
+            signal.signal(s, signal.SIG_IGN)
+        swarm.stop()
+        progress(f"stopped {len(swarm.all_procs)} agent processes")
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def write_report_text(report: Mapping[str, Any]) -> str:
+    """The report as the JSON text :func:`write_report` writes."""
+    from swarmgp.agents.runtime.report import dumps
+
+    return dumps(report)

@@ -1,0 +1,228 @@
+"""Real-time asyncio driver of one :class:`~swarmgp.agents.agent.Agent` over ZeroMQ.
+
+The runner is the only loop: it waits for the inbox or the agent's next deadline, hands
+messages and ticks to the agent with ``now = time.monotonic()``, feeds observation batches on
+a schedule, and sends what the agent returns. SIGINT/SIGTERM make it say goodbye and exit.
+It also exits when its parent process dies (no orphans if a launcher is killed).
+
+Logs are one line per event, ``key=value`` with the agent id and incarnation, on stderr or a
+file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from swarmgp.protocol.transport import LiveTransport
+from swarmgp.agents.agent import Agent, Outbound
+from swarmgp.agents.runtime.report import peak_rss_mb
+from swarmgp.agents.sources.agent_feed import NOT_READY
+
+__all__ = ["RunFacts", "configure_threads", "run", "serve", "setup_logging"]
+
+log = logging.getLogger("swarmgp.agent")
+
+
+def configure_threads() -> None:
+    """One BLAS/OpenMP thread per agent process (many agents share a node's cores)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+class _KV(logging.Formatter):
+    def __init__(self, agent_id: int, incarnation: int) -> None:
+        super().__init__()
+        self.prefix = f"agent={agent_id} inc={incarnation}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return (
+            f"ts={ts}.{int(record.msecs):03d} level={record.levelname} {self.prefix} "
+            f"{record.getMessage()}"
+        )
+
+
+def setup_logging(agent_id: int, incarnation: int, path: str | None, level: str = "INFO") -> None:
+    """Structured ``key=value`` log lines for this agent on stderr or ``path``."""
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(_KV(agent_id, incarnation))
+    root = logging.getLogger("swarmgp")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+#: How often the runner polls a live data source that had no full batch ready.
+DATA_POLL_S = 0.02
+
+
+class RunFacts:
+    """What the runner knows that the agent does not: merged into every status reply.
+
+    Build it before the agent and pass it as the agent's ``status_extra``; the runner keeps it
+    up to date.
+    """
+
+    def __init__(self, endpoint: str = "") -> None:
+        self.endpoint = endpoint
+        self.last_obs_wall: float | None = None
+        self.last_fused_change_wall: float | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            "peak_rss_mb": peak_rss_mb(),
+            "pid": os.getpid(),
+            "endpoint": self.endpoint,
+            "last_observation_wall": self.last_obs_wall,
+            "last_fused_change_wall": self.last_fused_change_wall,
+        }
+
+
+class _Driver:
+    def __init__(
+        self,
+        agent: Agent,
+        transport: LiveTransport,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        batch_interval_s: float,
+        status_period_s: float,
+        facts: RunFacts,
+    ) -> None:
+        self.agent, self.tr = agent, transport
+        self.batches: Iterator[tuple[np.ndarray, np.ndarray]] = iter(batches)
+        self.batch_interval_s = batch_interval_s
+        self.status_period_s = status_period_s
+        self.stop = asyncio.Event()
+        self.ppid = os.getppid()
+        self._tree = (agent.tree.state.root, agent.tree.state.dist, agent.tree.state.parent)
+        self._nbrs = agent.tree_neighbors
+        self._expired = 0
+        self.facts = facts
+        self._stamp: Any = None
+
+    def dispatch(self, out: list[Outbound]) -> None:
+        for dest, msg in out:
+            self.tr.send(dest, msg)
+        stamp = self.agent.fused_stamp
+        if stamp != self._stamp:  # when the collective model last moved (benchmarks use it)
+            self._stamp = stamp
+            self.facts.last_fused_change_wall = time.time()
+        self._log_changes()
+
+    def _log_changes(self) -> None:
+        a = self.agent
+        st = a.tree.state
+        cur = (st.root, st.dist, st.parent)
+        if cur != self._tree or a.tree_neighbors != self._nbrs:
+            self._tree, self._nbrs = cur, a.tree_neighbors
+            log.info(
+                "event=tree root=%d dist=%d parent=%d tree_neighbors=%s",
+                st.root,
+                st.dist,
+                st.parent,
+                sorted(a.tree_neighbors),
+            )
+        if a.counters["expired"] != self._expired:
+            self._expired = a.counters["expired"]
+            log.info("event=peer_expired live=%s", sorted(a.peers.live()))
+
+    async def run(self) -> None:
+        a, tr = self.agent, self.tr
+        now = time.monotonic
+        self.dispatch(a.start(now()))
+        next_batch = now()
+        next_status = now() + self.status_period_s
+        batches_left = True
+        while not self.stop.is_set():
+            t = now()
+            if batches_left and t >= next_batch:
+                b = next(self.batches, None)
+                if b is None:
+                    batches_left = False
+                    log.info("event=data_done n_obs=%d", a.local_summary.n_obs)
+                elif b is NOT_READY:  # a live source has no full batch yet: poll again soon
+                    next_batch = t + DATA_POLL_S
+                else:
+                    self.dispatch(a.observe(b[0], b[1], t))
+                    self.facts.last_obs_wall = time.time()
+                    next_batch = t + self.batch_interval_s
+            wake = a.next_deadline()
+            if batches_left:
+                wake = min(wake, next_batch)
+            timeout = min(max(wake - now(), 0.0), 0.25)
+            await tr.wait_readable(timeout)
+            for _ in range(256):  # bounded drain keeps timers serviced under floods
+                msg = tr.recv(0.0)
+                if msg is None:
+                    break
+                self.dispatch(a.on_message(msg, now()))
+            if now() >= a.next_deadline():
+                self.dispatch(a.on_tick(now()))
+            tr.flush()
+            if now() >= next_status:
+                next_status = now() + self.status_period_s
+                f = a.fused_summary
+                log.info(
+                    "event=status n_agents=%d n_obs=%d root=%d peers_live=%d rx=%d tx=%d",
+                    f.n_agents,
+                    f.n_obs,
+                    a.tree.state.root,
+                    len(a.peers.live()),
+                    a.counters["net.rx_msgs"],
+                    a.counters["net.tx_msgs"],
+                )
+                if os.getppid() != self.ppid:
+                    log.warning("event=parent_died action=stop")
+                    self.stop.set()
+        self.dispatch(a.stop(now()))
+        tr.flush()
+
+
+async def serve(
+    agent: Agent,
+    transport: LiveTransport,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]] = (),
+    batch_interval_s: float = 0.0,
+    status_period_s: float = 1.0,
+    install_signals: bool = True,
+    facts: RunFacts | None = None,
+) -> None:
+    """Run ``agent`` over ``transport`` until SIGINT/SIGTERM (then goodbye and return).
+
+    ``facts`` is the :class:`RunFacts` the agent was built with (its ``status_extra``).
+    """
+    facts = facts if facts is not None else RunFacts(transport.endpoint)
+    d = _Driver(agent, transport, batches, batch_interval_s, status_period_s, facts)
+    if install_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, d.stop.set)
+    log.info(
+        "event=start endpoint=%s neighbors=%s", transport.endpoint, list(agent.config.neighbors)
+    )
+    await d.run()
+    log.info("event=stop counters=%s", _compact(agent.counters))
+
+
+def _compact(c: dict[str, Any]) -> str:
+    return ",".join(f"{k}:{v}" for k, v in sorted(c.items()))
+
+
+def run(agent: Agent, transport: LiveTransport, **kwargs: Any) -> int:
+    """Blocking :func:`serve`; closes the transport; returns a process exit code."""
+    try:
+        asyncio.run(serve(agent, transport, **kwargs))
+    finally:
+        transport.close()
+    return 0
