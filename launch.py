@@ -5,6 +5,7 @@
     python launch.py local --agents 8 --topology ring --no-learn --report r.json
     python launch.py agent --rendezvous DIR            # identity from --id or SLURM/MPI/torchrun
     python launch.py status tcp://127.0.0.1:5555 ...   # or --rendezvous DIR
+    python launch.py keys --out keys/ --agents 8       # then --keys keys/ on local/agent/status
 
 One parser builds one frozen :class:`~swarmgp.agents.run_config.RunConfig` (also from
 ``--config FILE.toml``; flags override the file). Invalid values exit 2 with one line; run-time
@@ -55,8 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--rendezvous", metavar="DIR", help="query every agent recorded here")
     status.add_argument("--timeout", type=float, default=2.0, metavar="S")
     status.add_argument("--json", action="store_true", help="print JSON rows")
+    status.add_argument("--keys", metavar="DIR", help="swarm keyring: query as the operator")
     status.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    keys = sub.add_parser("keys", help="make a swarm keyring (CURVE key pairs + allow-list)")
+    keys.add_argument("--out", required=True, metavar="DIR", help="new keyring directory")
+    keys.add_argument("--agents", required=True, type=_positive_int, metavar="N")
+    keys.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {value}, must be >= 1")
+    return value
 
 
 def parse_config(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, RunConfig | None]:
@@ -66,7 +82,7 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace,
     """
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.command == "status":
+    if ns.command in ("status", "keys"):
         return ns, None
     given = {k: v for k, v in vars(ns).items() if k not in ("command", "debug")}
     try:
@@ -76,10 +92,16 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace,
 
 
 def _run(ns: argparse.Namespace, cfg: RunConfig | None) -> int:
+    if ns.command == "keys":
+        from swarmgp.protocol.keys import make_keyring
+
+        make_keyring(ns.out, ns.agents)
+        print(f"keyring for {ns.agents} agents and an operator written to {ns.out}")
+        return 0
     if cfg is None:
         from swarmgp.agents.runtime.status import main as status_main
 
-        return status_main(ns.endpoints, ns.rendezvous, ns.timeout, ns.json)
+        return status_main(ns.endpoints, ns.rendezvous, ns.timeout, ns.json, ns.keys)
     if cfg.command == "sim":
         from swarmgp.sim.cli import main as sim_main
 

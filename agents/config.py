@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarmgp.agents.peers import Limits
 from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = ["AgentConfig", "ConfigError", "TimingConfig"]
@@ -88,6 +89,8 @@ class AgentConfig:
         Adopt a sender that is not a configured neighbour as a neighbour (joins).
     endpoint : str
         This agent's own endpoint, announced in Hello messages ("" in simulation).
+    limits : Limits
+        Bounds on what peers may claim and cost (peer-table size, counts, incarnation skew).
     """
 
     agent_id: int
@@ -99,6 +102,7 @@ class AgentConfig:
     max_dist: int = 255
     accept_unknown_peers: bool = True
     endpoint: str = ""
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.agent_id < 0 or self.m < 1 or self.max_dist < 1 or self.incarnation < 0:

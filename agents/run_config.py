@@ -382,6 +382,12 @@ class ProcessConfig(_Section):
     advertise_host: str | None = _opt(
         None, "host name peers use to reach this agent", commands=frozenset({"agent"})
     )
+    keys: str | None = _opt(
+        None,
+        "swarm keyring directory (launch.py keys): CURVE-authenticated peers only",
+        commands=_REAL,
+        metavar="DIR",
+    )
     log_file: str | None = _opt(
         None, "log here instead of stderr", commands=frozenset({"agent"}), metavar="PATH"
     )

@@ -59,6 +59,10 @@ class LiveTransport(Transport, Protocol):
         """Return when a message may be waiting, or after ``timeout_s``."""
         ...
 
+    def disconnect(self, peer: int) -> None:
+        """Close the connection to ``peer`` (a peer the agent dropped)."""
+        ...
+
 
 class InMemoryNetwork:
     """A seeded lossy network between in-process transports.

@@ -213,7 +213,12 @@ class LocalSwarm:
         from swarmgp.protocol.zmq_transport import StatusClient
 
         if self._client is None:
-            self._client = StatusClient({})
+            keyring = None
+            if self.cfg.process.keys:
+                from swarmgp.protocol.keys import load_keyring
+
+                keyring = load_keyring(self.cfg.process.keys, "operator")
+            self._client = StatusClient({}, keyring=keyring)
         recs = read_records(self.dir, ids)
         for i, r in recs.items():
             if self._client_eps.get(i) != r["endpoint"]:

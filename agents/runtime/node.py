@@ -121,6 +121,9 @@ class LossyTransport:
     async def wait_readable(self, timeout_s: float) -> object:
         return await self.inner.wait_readable(timeout_s)
 
+    def disconnect(self, peer: int) -> None:
+        self.inner.disconnect(peer)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -161,6 +164,7 @@ def main(cfg: RunConfig) -> int:
     """Run one agent process until SIGINT/SIGTERM (``launch.py agent``)."""
     configure_threads()
     from swarmgp.agents.factory import agent_seeds, build_agent, common_encoding
+    from swarmgp.protocol.keys import load_keyring
     from swarmgp.protocol.zmq_transport import ZmqTransport
 
     plan = plan_node(cfg)
@@ -168,6 +172,7 @@ def main(cfg: RunConfig) -> int:
     setup_logging(plan.agent_id, incarnation, cfg.process.log_file, cfg.process.log_level)
     encoding = common_encoding(cfg, plan.manifest.d)
     counters: Counter[str] = Counter()
+    keyring = load_keyring(cfg.process.keys, plan.agent_id) if cfg.process.keys else None
     zmq_transport = ZmqTransport(
         plan.agent_id,
         encoding.m,
@@ -175,6 +180,7 @@ def main(cfg: RunConfig) -> int:
         bind=cfg.process.bind,
         advertise_host=_advertised_host(cfg.process.bind, cfg.process.advertise_host),
         stats=counters,
+        keyring=keyring,
     )
     facts = RunFacts(zmq_transport.endpoint)
     agent = build_agent(

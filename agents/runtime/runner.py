@@ -169,6 +169,8 @@ class _Driver:
                 self.dispatch(a.on_message(msg, now()))
             if now() >= a.next_deadline():
                 self.dispatch(a.on_tick(now()))
+                for peer in a.take_removed_peers():  # e.g. fake ids of a Hello flood
+                    tr.disconnect(peer)
             tr.flush()
             if now() >= next_status:
                 next_status = now() + self.status_period_s

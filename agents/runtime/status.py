@@ -42,8 +42,19 @@ def _line(row: dict[str, Any]) -> str:
     )
 
 
-def main(endpoints: Sequence[str], rendezvous: str | None, timeout_s: float, as_json: bool) -> int:
-    """Print one line (or a JSON row) per agent; exit 1 if any did not answer."""
+def main(
+    endpoints: Sequence[str],
+    rendezvous: str | None,
+    timeout_s: float,
+    as_json: bool,
+    keys: str | None = None,
+) -> int:
+    """Print one line (or a JSON row) per agent; exit 1 if any did not answer.
+
+    With ``keys`` (a swarm keyring) the query is CURVE-authenticated with the operator key;
+    agents are then addressed through the rendezvous directory, by id.
+    """
+    from swarmgp.protocol.keys import load_keyring
     from swarmgp.protocol.zmq_transport import StatusClient
 
     eps: dict[int, str] = {}
@@ -54,7 +65,11 @@ def main(endpoints: Sequence[str], rendezvous: str | None, timeout_s: float, as_
     if not eps:
         progress("status: give endpoints or --rendezvous DIR")
         return 2
-    client = StatusClient(eps)
+    keyring = load_keyring(keys, "operator") if keys else None
+    if keyring is not None and any(k < 0 for k in eps):
+        progress("status: with --keys, address agents through --rendezvous DIR")
+        return 2
+    client = StatusClient(eps, keyring=keyring)
     try:
         replies = client.query(timeout_s=timeout_s)
     finally:
