@@ -189,8 +189,9 @@ def test_launch_local_report_and_no_orphans(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(90)
 def test_launch_local_sigint_leaves_no_process(tmp_path: Path) -> None:
-    # beacons 100 s apart: no spanning tree, so no consistency, before we interrupt it
-    p = _run_local(tmp_path, ["--batch-interval", "100", "--timeout", "60", "--heartbeat", "100"])
+    # beacons and fusion rounds 100 s apart: no consistency before we interrupt it
+    slow = ["--heartbeat", "100", "--fuse-interval", "100"]
+    p = _run_local(tmp_path, ["--batch-interval", "100", "--timeout", "60", *slow])
     deadline = time.monotonic() + 60
     recs = {}
     while time.monotonic() < deadline and len(recs) < 4:
