@@ -18,7 +18,9 @@ import argparse
 
 import matplotlib.pyplot as plt
 from common import figure_path, run, save
-from swarmgp.sim.streams import SyntheticStreamSpec, synthetic_streams
+
+from swarmgp.agents.run_config import DataConfig
+from swarmgp.sim.streams import make_streams
 from swarmgp.sim.swarm import SimSettings
 
 
@@ -30,10 +32,11 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=3)
     a = ap.parse_args()
     args_d = a.dim
-    st = synthetic_streams(
-        SyntheticStreamSpec(
-            agents=2, batches=a.batches, batch_size=20, d=args_d, groups=1, n_test=1000, seed=a.seed
-        )
+    st = make_streams(
+        DataConfig(batches=a.batches, batch_size=20, dim=args_d, groups=1),
+        agents=2,
+        seed=a.seed,
+        test_points=1000,
     )
     st.batches[0] = st.batches[0][: a.a1_batches]  # A1: fixed data
     s = SimSettings(

@@ -11,14 +11,16 @@ Two shared data sets (see ``../shared/data/README.md``), each station one agent:
 
 Two tasks:
 
-* ``days``: a seeded 20 % of the days is held out at every station; every agent streams its
-  own station's remaining days in time order; the test set is the held-out days at all
-  stations (interpolation in time, every station seen).
+* ``days``: every fifth day (``int(t) % 5 == 0``, the shared splitter's ``"time"`` rule) is
+  held out at every station; every agent streams its own station's remaining days in time
+  order; the test set is the held-out days at all stations (interpolation in time, every
+  station seen).
 * ``stations``: a seeded set of stations (wind 3 of 12, ozone 30 of 153) is held out; the
   remaining stations are the agents; the test set is every row of the held-out stations
   (spatial interpolation to places no agent has seen).
 
-The streams are built with the sources API (:func:`open_source`, :func:`holdout_split`,
+The streams are built with the sources API (:func:`open_source`, the shared splitter's
+:class:`Holdout` with :func:`holdout_split`,
 :func:`fit_config` / :class:`FeatureTransform`, :func:`split_table_stream`) into a
 :class:`swarmgp.sim.streams.Streams` and run through :func:`swarmgp.sim.swarm.run_simulation`
 (the real :class:`~swarmgp.agents.agent.Agent`, its :class:`LocalModel`, the simulated
@@ -46,20 +48,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from swarmgp.agents.sources import (
     ColumnSchema,
     FeatureConfig,
     FeatureTransform,
+    Holdout,
     Observation,
     fit_config,
     holdout_split,
     open_source,
+    pick_stations,
     split_table_stream,
     to_arrays,
 )
+from swarmgp.agents.topology import Adjacency, from_edges
 from swarmgp.sim.streams import Streams
 from swarmgp.sim.swarm import SimSettings, run_simulation
-from swarmgp.sim.topology import Adjacency, from_edges
 
 __all__ = [
     "DATASETS",
@@ -225,10 +230,11 @@ def build_streams(
     """
     spec = DATASETS[dataset]
     if task == "days":
-        train, test = holdout_split(rows, day_fraction=0.2, seed=seed)
+        train, test = holdout_split(rows, Holdout("time", every=5, seed=seed))
     elif task == "stations":
         n_h = spec.held_stations if held_stations is None else held_stations
-        train, test = holdout_split(rows, n_stations=n_h, seed=seed)
+        held = pick_stations({o.agent for o in rows}, n_h, seed)
+        train, test = holdout_split(rows, Holdout("none", seed=seed, stations=held))
     else:
         raise ValueError(f"task must be 'days' or 'stations', got {task!r}")
     if not train or not test:

@@ -6,10 +6,10 @@ import abc
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 
-from .errors import BadRowError, SourceConfigError
-from .record import Observation
-from .replay import Pacer
-from .stats import SourceStats
+from swarmgp.agents.sources.errors import BadRowError, SourceConfigError
+from swarmgp.agents.sources.record import Observation
+from swarmgp.agents.sources.replay import Pacer
+from swarmgp.agents.sources.stats import SourceStats
 
 __all__ = ["Source", "ON_BAD"]
 
@@ -78,7 +78,7 @@ class Source(abc.ABC):
             self.close()
 
     def __aiter__(self) -> AsyncIterator[Observation]:
-        from .queue import aiter_source
+        from swarmgp.agents.sources.queue import aiter_source
 
         return aiter_source(self)
 

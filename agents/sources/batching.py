@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadRowError, SourceConfigError
-from .record import Observation
+from swarmgp.agents.sources.errors import BadRowError, SourceConfigError
+from swarmgp.agents.sources.record import Observation
 
 __all__ = ["Batch", "Batcher", "iter_batches", "iter_agent_batches"]
 

@@ -7,10 +7,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Source
-from .errors import BadRowError, SourceOpenError
-from .record import Observation
-from .schema import ColumnSchema, RowParser
+from swarmgp.agents.sources.base import Source
+from swarmgp.agents.sources.errors import BadRowError, SourceOpenError
+from swarmgp.agents.sources.record import Observation
+from swarmgp.agents.sources.schema import ColumnSchema, RowParser
 
 __all__ = ["CsvSource"]
 

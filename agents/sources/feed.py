@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import BadRowError
-from .record import Observation
-from .schema import RowParser
+from swarmgp.agents.sources.errors import BadRowError
+from swarmgp.agents.sources.record import Observation
+from swarmgp.agents.sources.schema import RowParser
 
 __all__ = ["MAX_PAYLOAD", "SYNC", "EOS", "decode_payload", "control_payload"]
 

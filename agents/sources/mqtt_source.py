@@ -14,13 +14,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Source
-from .errors import BadRowError, QueueClosed, SourceConfigError, SourceOpenError
-from .feed import EOS, SYNC, decode_payload
-from .jsonl_source import DEFAULT_JSON_SCHEMA
-from .queue import BoundedQueue
-from .record import Observation
-from .schema import ColumnSchema, RowParser
+from swarmgp.agents.sources.base import Source
+from swarmgp.agents.sources.errors import (
+    BadRowError,
+    QueueClosed,
+    SourceConfigError,
+    SourceOpenError,
+)
+from swarmgp.agents.sources.feed import EOS, SYNC, decode_payload
+from swarmgp.agents.sources.jsonl_source import DEFAULT_JSON_SCHEMA
+from swarmgp.agents.sources.queue import BoundedQueue
+from swarmgp.agents.sources.record import Observation
+from swarmgp.agents.sources.schema import ColumnSchema, RowParser
 
 __all__ = ["MqttSource"]
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import QueueClosed, SourceConfigError
+from swarmgp.agents.sources.errors import QueueClosed, SourceConfigError
 
 __all__ = ["BoundedQueue", "SourcePump", "POLICIES", "aiter_source", "iter_queue"]
 

@@ -20,11 +20,11 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
-from .base import Source
-from .errors import SourceConfigError
-from .record import Observation
-from .replay import Pacer
-from .schema import ColumnSchema
+from swarmgp.agents.sources.base import Source
+from swarmgp.agents.sources.errors import SourceConfigError
+from swarmgp.agents.sources.record import Observation
+from swarmgp.agents.sources.replay import Pacer
+from swarmgp.agents.sources.schema import ColumnSchema
 
 __all__ = ["open_source", "parse_uri", "SCHEMES"]
 
@@ -182,13 +182,13 @@ def open_source(
         if pacer.speed is not None:
             common["pacer"] = pacer
     if scheme == "synthetic":
-        from .synthetic import SyntheticSource, SyntheticSpec
+        from swarmgp.agents.sources.synthetic import SyntheticSource, SyntheticSpec
 
         return SyntheticSource(SyntheticSpec.from_options(opts), **common, **options)
     if opts:
         raise SourceConfigError(f"{uri!r}: unknown options {sorted(opts)}")
     if scheme == "csv":
-        from .csv_source import CsvSource
+        from swarmgp.agents.sources.csv_source import CsvSource
 
         if schema is None:
             raise SourceConfigError(
@@ -196,21 +196,21 @@ def open_source(
             )
         return CsvSource(target, schema, **common, **options)
     if scheme == "jsonl":
-        from .jsonl_source import JsonlSource
+        from swarmgp.agents.sources.jsonl_source import JsonlSource
 
         return JsonlSource(target, schema, stream=stream, **common, **options)
     if scheme == "parquet":
-        from .parquet_source import ParquetSource
+        from swarmgp.agents.sources.parquet_source import ParquetSource
 
         if schema is None:
             raise SourceConfigError("parquet: sources need a schema")
         return ParquetSource(target, schema, **common, **options)
     if scheme == "zmq+sub":
-        from .zmq_sub import ZmqSubSource
+        from swarmgp.agents.sources.zmq_sub import ZmqSubSource
 
         host, port, topic = _host_port(target, None, uri)
         return ZmqSubSource(f"tcp://{host}:{port}", topic, schema, **common, **options)
-    from .mqtt_source import MqttSource
+    from swarmgp.agents.sources.mqtt_source import MqttSource
 
     host, port, topic = _host_port(target, 1883, uri)
     if not topic:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .errors import SourceConfigError
+from swarmgp.agents.sources.errors import SourceConfigError
 
 __all__ = ["Pacer", "parse_speed"]
 

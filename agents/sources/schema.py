@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadRowError, SourceConfigError, SourceOpenError
-from .record import Observation
+from swarmgp.agents.sources.errors import BadRowError, SourceConfigError, SourceOpenError
+from swarmgp.agents.sources.record import Observation
 
 __all__ = ["ColumnSchema", "RowParser"]
 

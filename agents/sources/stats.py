@@ -6,7 +6,7 @@ import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from .errors import BadRowError
+from swarmgp.agents.sources.errors import BadRowError
 
 __all__ = ["SourceStats"]
 

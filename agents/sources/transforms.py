@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .batching import Batch
-from .errors import SourceConfigError, TransformNotFitted
-from .record import Observation
+from swarmgp.agents.sources.batching import Batch
+from swarmgp.agents.sources.errors import SourceConfigError, TransformNotFitted
+from swarmgp.agents.sources.record import Observation
 
 __all__ = ["FeatureConfig", "FeatureTransform", "fit_config", "DERIVED"]
 

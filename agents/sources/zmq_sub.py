@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Source
-from .errors import BadRowError, SourceConfigError
-from .feed import EOS, SYNC, decode_payload
-from .jsonl_source import DEFAULT_JSON_SCHEMA
-from .record import Observation
-from .schema import ColumnSchema, RowParser
+from swarmgp.agents.sources.base import Source
+from swarmgp.agents.sources.errors import BadRowError, SourceConfigError
+from swarmgp.agents.sources.feed import EOS, SYNC, decode_payload
+from swarmgp.agents.sources.jsonl_source import DEFAULT_JSON_SCHEMA
+from swarmgp.agents.sources.record import Observation
+from swarmgp.agents.sources.schema import ColumnSchema, RowParser
 
 __all__ = ["ZmqSubSource"]
 
@@ -85,7 +85,7 @@ class ZmqSubSource(Source):
         self._sock = self._connect()
 
     def _connect(self) -> Any:
-        from ...protocol.zmq_transport import SubscriberSocket
+        from swarmgp.protocol.zmq_feed import SubscriberSocket
 
         return SubscriberSocket(self.endpoint, self.topic, self.rcvhwm, self._context)
 

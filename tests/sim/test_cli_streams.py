@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
+
 from launch import main
-from swarmgp.agents.runtime.report import REQUIRED_KEYS, ReportError, check_report
 from swarmgp.agents.run_config import DataConfig
+from swarmgp.agents.runtime.report import REQUIRED_KEYS, ReportError, check_report
 from swarmgp.sim.streams import StreamError, make_streams
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from swarmgp.agents.sources import ColumnSchema, Observation
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"

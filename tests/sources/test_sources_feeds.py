@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sources_helpers import expected, json_line, make_rows
+
 from swarmgp.agents.sources import ColumnSchema, Observation, control_payload, open_source
 
 pytestmark = pytest.mark.timeout(60)

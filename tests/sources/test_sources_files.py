@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sources_helpers import JSON_SCHEMA, SCHEMA, expected, json_line, write_csv, write_jsonl
+
 from swarmgp.agents.sources import (
     BadRowError,
     ColumnSchema,

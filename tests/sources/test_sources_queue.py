@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
 from swarmgp.agents.sources import (
     BadRowError,
     Batcher,

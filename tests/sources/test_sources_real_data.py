@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from swarmgp.agents.sources import (
     ColumnSchema,
     FeatureConfig,

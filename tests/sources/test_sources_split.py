@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sources_helpers import SCHEMA, expected, write_csv
+
 from swarmgp.agents.sources import (
+    Holdout,
     LatentFunction,
     SourceConfigError,
     SyntheticSpec,
     agent_filter,
     holdout_split,
     open_source,
+    pick_stations,
     split_table_stream,
     station_mapping,
     to_arrays,
@@ -76,16 +79,14 @@ def test_split_random_is_seeded() -> None:
 
 def test_holdout_stations_and_days() -> None:
     obs = list(open_source("synthetic:agents=6,d=2,n=40,seed=3"))
-    train, test = holdout_split(
-        obs, stations=["0"], n_stations=1, days=[5], day_fraction=0.2, day_length=1.0, seed=1
-    )
+    held_stations = pick_stations({o.agent for o in obs}, 1, seed=1, always=["0"])
+    rule = Holdout("time", every=5, seed=1, stations=held_stations, day_length=1.0)
+    train, test = holdout_split(obs, rule)
     assert len(train) + len(test) == len(obs)
     held = {o.agent for o in test if all(p.agent != o.agent for p in train)}
     assert "0" in held and len(held) == 2
     assert all(o.t != 5.0 for o in train)
-    train2, test2 = holdout_split(
-        list(reversed(obs)), stations=["0"], n_stations=1, days=[5], day_fraction=0.2, seed=1
-    )
+    train2, test2 = holdout_split(list(reversed(obs)), rule)
     assert sorted(o.t for o in test2) == sorted(o.t for o in test)
     X, y = to_arrays(test)
     assert X.shape == (len(test), 2) and y.shape == (len(test),)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import pytest
-from swarmgp.agents.data_feed import NOT_READY, DataFeed, held_out_rows, swarm_data_config
+
+from swarmgp.agents.run_config import DataConfig
+from swarmgp.agents.sources.agent_feed import NOT_READY, DataFeed, declare_data, test_set
 from swarmgp.agents.sources.errors import SourceConfigError
 
 
@@ -22,18 +23,19 @@ def _csv(tmp_path, rows=120):
     return p
 
 
-def _args(path, **kw):
+def _data(path, **kw):
     base = dict(
         data=f"csv:{path}",
         agent_column="station",
         time_column="t",
-        inputs="lon,lat,t",
+        inputs=("lon", "lat", "t"),
         target="val",
+        holdout="time",
         holdout_every=10,
         features=None,
     )
     base.update(kw)
-    return argparse.Namespace(**base)
+    return DataConfig(**base)
 
 
 def _drain(feed, deadline_s=20.0):
@@ -47,8 +49,9 @@ def _drain(feed, deadline_s=20.0):
 
 
 def test_each_agent_reads_its_own_sensor_without_held_out_days(tmp_path):
-    cfg = swarm_data_config(_args(_csv(tmp_path)), n_agents=None)
-    assert sorted(cfg["sensors"]) == ["0", "1", "2"] and cfg["d"] == 3
+    data = _data(_csv(tmp_path))
+    cfg = declare_data(data, n_agents=None, seed=0)
+    assert [str(a) for a in range(len(cfg.sensors))] == ["0", "1", "2"] and cfg.d == 3
     total = 0
     for a in range(3):
         batches = _drain(DataFeed(cfg, a, batch_size=7))
@@ -57,16 +60,17 @@ def test_each_agent_reads_its_own_sensor_without_held_out_days(tmp_path):
         assert all(X.shape[1] == 3 and np.isfinite(X).all() for X, _ in batches)
     # 40 days per sensor, 4 of them held out (t = 0, 10, 20, 30)
     assert total == 3 * 36
-    Xt, yt, tr = held_out_rows(cfg, 50, seed=0)
+    ts = test_set(cfg, data, 0, 50)
+    Xt, yt = ts.X, ts.y_of(0)
     assert Xt.shape == (12, 3) and np.isfinite(yt).all()
-    assert abs(np.mean(tr.inverse_y(yt))) > 0  # back in the target's units
+    assert abs(np.mean(ts.y_mean + ts.y_std * yt)) > 0  # back in the target's units
 
 
 def test_max_batches_and_missing_columns(tmp_path):
     p = _csv(tmp_path)
-    cfg = swarm_data_config(_args(p), n_agents=2)
+    cfg = declare_data(_data(p), n_agents=2, seed=0)
     assert len(_drain(DataFeed(cfg, 0, batch_size=5, max_batches=3))) == 3
-    with pytest.raises(SourceConfigError):
-        swarm_data_config(_args(p, target=None), n_agents=2)
+    with pytest.raises(SourceConfigError):  # no header to take the default target from
+        declare_data(_data(p, data=f"jsonl:{p}", target=None), n_agents=2, seed=0)
     with pytest.raises(Exception, match="nope"):
-        swarm_data_config(_args(p, target="nope"), n_agents=2)
+        declare_data(_data(p, target="nope"), n_agents=2, seed=0)
