@@ -568,6 +568,8 @@ class DataFeed:
         splitter = manifest.splitter
         if splitter is None:
             raise SourceConfigError("DataFeed reads a table or a live feed, not synthetic data")
+        if not 0 <= agent_id < splitter.n_agents:
+            raise SourceConfigError(f"agent {agent_id} not in [0, {splitter.n_agents})")
         if splitter.by == "column" and not splitter.sensors[agent_id]:
             raise SourceConfigError(f"agent {agent_id}: no sensor of the data manifest maps to it")
         if order not in (None, "time", "random"):

@@ -129,7 +129,7 @@ def open_source(
     clock, sleep : callable, optional
         Injected time functions for the pacer (tests never really sleep).
     keep : callable, optional
-        Per-agent filter (see :func:`~.filters.agent_filter`).
+        Per-agent filter (see :func:`~swarmgp.agents.sources.split.agent_filter`).
     on_bad : {"count", "raise"}, optional
     stream : text file, optional
         Replacement for standard input (``jsonl:-``).

@@ -122,7 +122,9 @@ def test_table_sim_and_agent_get_the_same_batches(
     )
     agents = 3 if column is None else None
     sim = make_streams(data, agents=agents, seed=SEED, test_points=25)
-    manifest = DataManifest.from_json(declare_data(data, agents, SEED).to_json())
+    declared = declare_data(data, agents, SEED)
+    manifest = DataManifest.from_json(declared.to_json())
+    assert manifest == declared and manifest.to_json() == declared.to_json()
     assert sim.n_agents == manifest.n_agents == (3 if column is None else 4)
     assert sim.d == manifest.d == 3
     assert sim.info["target"] == "val" and sim.info["holdout"] == holdout
