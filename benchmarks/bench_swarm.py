@@ -27,7 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swarmgp.agents.launcher import LocalSwarm, make_adjacency  # noqa: E402
+from swarmgp.agents.runtime.local import LocalSwarm  # noqa: E402
+from swarmgp.agents.topology import neighbour_graph  # noqa: E402
 from swarmgp.fusion.summary import Summary  # noqa: E402
 from swarmgp.protocol.codec import decode, encode  # noqa: E402
 from swarmgp.protocol.messages import Fuse, TreeState  # noqa: E402
@@ -62,9 +63,11 @@ def bench_codec(m: int = 100, reps: int = 3000) -> dict[str, float]:
 
 
 def bench_swarm(n: int, topology: str, m: int, heartbeat: float, timeout: float) -> dict:
-    args = launch.build_parser().parse_args(
+    _, cfg = launch.parse_config(
         [
             "local",
+            "--mode",
+            "paper",
             "--agents",
             str(n),
             "--topology",
@@ -82,9 +85,10 @@ def bench_swarm(n: int, topology: str, m: int, heartbeat: float, timeout: float)
             "1",
         ]
     )
-    adj = make_adjacency(topology, n, 1)
+    assert cfg is not None
+    adj = neighbour_graph(topology, None, n, cfg.seed)
     with tempfile.TemporaryDirectory(prefix="swarmgp-bench-") as d:
-        sw = LocalSwarm(args, adj, Path(d))
+        sw = LocalSwarm(cfg, adj, Path(d))
         try:
             t0 = time.time()
             sw.start(timeout_s=300)

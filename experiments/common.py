@@ -12,7 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from swarmgp.sim.swarm import SimSettings, run_simulation  # noqa: E402
+from swarmgp.agents.run_config import RunConfig
+from swarmgp.sim.swarm import run_simulation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"
@@ -20,7 +21,7 @@ RESULTS = ROOT / "experiments" / "results"
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def run(settings: SimSettings, label: str, **kw: Any) -> dict[str, Any]:
+def run(settings: RunConfig, label: str, **kw: Any) -> dict[str, Any]:
     """One simulation, with a one-line log on stderr."""
     t0 = time.perf_counter()
     r = run_simulation(settings, **kw)

@@ -21,7 +21,7 @@ from common import figure_path, run, save
 
 from swarmgp.agents.run_config import DataConfig
 from swarmgp.sim.streams import make_streams
-from swarmgp.sim.swarm import SimSettings
+from swarmgp.agents.run_config import RunConfig
 
 
 def main() -> None:
@@ -39,7 +39,9 @@ def main() -> None:
         test_points=1000,
     )
     st.batches[0] = st.batches[0][: a.a1_batches]  # A1: fixed data
-    s = SimSettings(
+    s = RunConfig.make(
+        "sim",
+        mode="paper",
         agents=2,
         topology="complete",
         dim=args_d,

@@ -23,7 +23,7 @@ import argparse
 
 import matplotlib.pyplot as plt
 from common import SHARED, figure_path, run, save
-from swarmgp.sim.swarm import SimSettings
+from swarmgp.agents.run_config import RunConfig
 
 BASE = ("local", "oracle", "gpoe", "rbcm", "dpitc")
 
@@ -36,7 +36,9 @@ def main() -> None:
     q = a.quick
     panels = {}
     for m in (50, 100):
-        s = SimSettings(
+        s = RunConfig.make(
+            "sim",
+            mode="paper",
             agents=2,
             topology="complete",
             dim=6,
@@ -45,14 +47,16 @@ def main() -> None:
             batches=10 if q else 40,
             batch_size=40,
             learn=True,
-            n_test=1000,
+            test_points=1000,
             series_agents=2,
             series_test=1000,
             seed=a.seed,
             baselines=BASE,
         )
         panels[f"synthetic2_m{m}"] = run(s, f"synthetic2 m={m}")
-    s = SimSettings(
+    s = RunConfig.make(
+        "sim",
+        mode="paper",
         agents=30 if q else 100,
         topology="geometric",
         dim=6,
@@ -61,7 +65,7 @@ def main() -> None:
         batches=8 if q else 30,
         batch_size=20,
         learn=True,
-        n_test=500,
+        test_points=500,
         series_agents=16,
         series_test=300,
         seed=a.seed,
@@ -69,15 +73,18 @@ def main() -> None:
     )
     panels["synthetic100_m50"] = run(s, "synthetic100")
     if (SHARED / "midwest_ozone.csv").exists():
-        s = SimSettings(
+        s = RunConfig.make(
+            "sim",
+            mode="paper",
             agents=100,
             topology="geometric",
             data=f"csv:{SHARED / 'midwest_ozone.csv'}",
+            agent_column="station",
             inducing=50,
             batches=4 if q else 10,
             batch_size=10,
             learn=True,
-            n_test=1000,
+            test_points=1000,
             series_agents=25,
             series_test=1000,
             seed=a.seed,

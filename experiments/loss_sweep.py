@@ -19,7 +19,7 @@ import argparse
 import matplotlib.pyplot as plt
 import numpy as np
 from common import figure_path, run, save
-from swarmgp.sim.swarm import SimSettings
+from swarmgp.agents.run_config import RunConfig
 
 
 def main() -> None:
@@ -30,7 +30,9 @@ def main() -> None:
     losses = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     rows = []
     for p in losses:
-        s = SimSettings(
+        s = RunConfig.make(
+            "sim",
+            mode="paper",
             agents=30 if a.quick else 100,
             topology="geometric",
             dim=6,
@@ -40,7 +42,7 @@ def main() -> None:
             batch_size=20,
             learn=True,
             loss=p,
-            n_test=500,
+            test_points=500,
             series_agents=16,
             series_test=300,
             seed=a.seed,

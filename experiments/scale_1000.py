@@ -18,7 +18,7 @@ import argparse
 import matplotlib.pyplot as plt
 import numpy as np
 from common import figure_path, run, save
-from swarmgp.sim.swarm import SimSettings
+from swarmgp.agents.run_config import RunConfig
 
 
 def main() -> None:
@@ -27,7 +27,9 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    s = SimSettings(
+    s = RunConfig.make(
+        "sim",
+        mode="paper",
         agents=a.agents,
         topology="geometric",
         dim=6,
@@ -36,13 +38,12 @@ def main() -> None:
         batches=a.batches,
         batch_size=20,
         learn=True,
-        n_test=200,
+        test_points=200,
         score_agents=a.agents,
         series_agents=32,
         series_test=100,
-        heartbeat_s=1.0,
-        fuse_interval_s=0.2,
-        resend_s=2.0,
+        heartbeat=1.0,
+        fuse_interval=0.2,
         seed=a.seed,
         baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
     )
