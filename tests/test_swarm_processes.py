@@ -218,3 +218,20 @@ def test_identity_from_cluster_environment() -> None:
     assert resolve_identity(7, 9, {"RANK": "2"}) == (7, 9, "flags")
     with pytest.raises(ValueError, match="agent id unknown"):
         resolve_identity(None, None, {})
+
+
+@pytest.mark.timeout(90)
+def test_sim_local_and_agent_observe_the_same_first_batches(swarm_factory) -> None:
+    # the one synthetic world: the simulator's agent a and process a see the same rows
+    from swarmgp.agents.runtime.runner import batch_digest
+    from swarmgp.agents.topology import neighbour_graph
+    from swarmgp.sim.streams import make_streams
+
+    cfg = args()
+    sw = swarm_factory(neighbour_graph("ring", None, 4, cfg.seed), "same-rows")
+    sw.start(timeout_s=60)
+    replies, _, _ = sw.wait_consistent(timeout_s=60)
+    streams = make_streams(cfg.data, agents=4, seed=cfg.seed, test_points=10)
+    for a, r in replies.items():
+        X, y = streams.batches[a][0]
+        assert r.info["first_batch"] == batch_digest(X, y), a

@@ -12,6 +12,7 @@ file.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from swarmgp.agents.agent import Agent, Outbound
 from swarmgp.agents.runtime.report import peak_rss_mb
 from swarmgp.agents.sources.agent_feed import NOT_READY
 
-__all__ = ["RunFacts", "configure_threads", "run", "serve", "setup_logging"]
+__all__ = ["RunFacts", "batch_digest", "configure_threads", "run", "serve", "setup_logging"]
 
 log = logging.getLogger("swarmgp.agent")
 
@@ -67,6 +68,13 @@ def setup_logging(agent_id: int, incarnation: int, path: str | None, level: str 
 DATA_POLL_S = 0.02
 
 
+def batch_digest(X: np.ndarray, y: np.ndarray) -> str:
+    """Short sha256 of a batch's float64 bytes: equal digests mean the same rows."""
+    h = hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
 class RunFacts:
     """What the runner knows that the agent does not: merged into every status reply.
 
@@ -78,6 +86,13 @@ class RunFacts:
         self.endpoint = endpoint
         self.last_obs_wall: float | None = None
         self.last_fused_change_wall: float | None = None
+        self.first_batch: str | None = None
+
+    def observed(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Note a batch the agent learned (its arrival time; a digest of the first one)."""
+        self.last_obs_wall = time.time()
+        if self.first_batch is None:
+            self.first_batch = batch_digest(X, y)
 
     def __call__(self) -> dict[str, Any]:
         return {
@@ -86,6 +101,7 @@ class RunFacts:
             "endpoint": self.endpoint,
             "last_observation_wall": self.last_obs_wall,
             "last_fused_change_wall": self.last_fused_change_wall,
+            "first_batch": self.first_batch,
         }
 
 
@@ -155,7 +171,7 @@ class _Driver:
                     next_batch = t + DATA_POLL_S
                 else:
                     self.dispatch(a.observe(b[0], b[1], t))
-                    self.facts.last_obs_wall = time.time()
+                    self.facts.observed(b[0], b[1])
                     next_batch = t + self.batch_interval_s
             wake = a.next_deadline()
             if batches_left:
