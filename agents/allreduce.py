@@ -1,0 +1,371 @@
+"""Round-tagged all-reduce of float64 vectors over the agents' spanning tree (sans-I/O).
+
+One concept: a *program* (for instance the collective mode's warm-up,
+:mod:`swarmgp.agents.collective_model`) is a deterministic sequence of rounds; in each round every
+member contributes a vector, the vectors are combined up the spanning tree to its root
+(convergecast) and the root's total is broadcast back down, so every member sees bit-identical
+results and therefore runs its copy of the program in lock-step. When the program ends, the root
+broadcasts its *final state* (self-contained: a newcomer adopts it without replaying any round).
+
+Messages (:class:`~swarmgp.protocol.messages.Reduce`), tagged by the session
+``(root, root_inc, epoch)`` and the round:
+
+- DOWN(r, size, result of r - 1) from a parent: start round r; forwarded to the children.
+- UP(r, partial) to the parent once the member's own contribution and every current child's UP
+  of round r are in (combined in ascending child id order).
+- FINAL(state) down the tree. Finished members answer any other all-reduce message with it; an
+  unfinished member that follows no session probes its parent every ``resend_s``, which is how
+  agents that join later (or restart, or lost the FINAL) get the agreed state.
+- ABORT up the tree when a member loses a child mid-session: the root restarts the program under
+  a new epoch (the sums would otherwise mix member sets).
+
+Loss is repaired by full-state resend every ``resend_s`` (the last UP to the parent until the
+next DOWN arrives, the last DOWN or FINAL to the children); duplicates are idempotent by
+``(session, round)``. A member that receives a DOWN of a session it has not followed from
+round 0 (a newcomer, or one re-parented from another tree) is a *spectator* for that session:
+it contributes the program's neutral vector and adopts the FINAL. The root restarts the session
+when its children shrink, on an ABORT, or when a round exceeds ``round_timeout_s``; after
+``max_attempts`` sessions it gives up and broadcasts the program's fallback state. It never hangs.
+
+Counters (``allreduce.*``): sessions, restarts, rounds, gave_up, final_conflict, spectator,
+resend, stale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from swarmgp.protocol.messages import (
+    NO_PARENT,
+    REDUCE_ABORT,
+    REDUCE_DOWN,
+    REDUCE_FINAL,
+    REDUCE_UP,
+    Reduce,
+)
+
+__all__ = ["AllReduce", "AllReduceTiming", "ReduceProgram", "TreeView"]
+
+Outbound = tuple[int, Reduce]
+
+
+class ReduceProgram(Protocol):
+    """A deterministic sequence of rounds (every member runs an identical copy)."""
+
+    def restart(self) -> int:
+        """Begin anew (a new session); return the length of round 0's contributions."""
+        ...
+
+    def ready(self, now: float) -> bool:
+        """Whether this member's round-0 contribution can be computed now."""
+        ...
+
+    def contribution(self, rnd: int) -> np.ndarray:
+        """This member's vector for round ``rnd``."""
+        ...
+
+    def neutral(self, rnd: int, size: int) -> np.ndarray:
+        """The identity of round ``rnd``'s combination (a spectator's contribution)."""
+        ...
+
+    def combine(self, rnd: int, parts: list[np.ndarray]) -> np.ndarray:
+        """Combine contributions (in the given order) of round ``rnd``."""
+        ...
+
+    def apply(self, rnd: int, result: np.ndarray) -> int | None:
+        """Take round ``rnd``'s result; return the next round's length, None when done."""
+        ...
+
+    def final_state(self) -> np.ndarray:
+        """The agreed state to broadcast when the program is done."""
+        ...
+
+    def fallback_state(self) -> np.ndarray:
+        """What the root broadcasts when it gives up."""
+        ...
+
+    def adopt(self, state: np.ndarray, now: float) -> None:
+        """Take the agreed (final) state."""
+        ...
+
+
+@dataclass(frozen=True)
+class TreeView:
+    """What the all-reduce reads from its agent (built by the agent for each call)."""
+
+    me: int
+    incarnation: int
+    root: int
+    root_inc: int
+    parent: int
+    neighbors: frozenset[int]
+    next_seq: Callable[[], int]
+    counters: Counter[str]
+
+    @property
+    def is_root(self) -> bool:
+        return self.root == self.me
+
+    @property
+    def children(self) -> frozenset[int]:
+        return self.neighbors - {self.parent}
+
+
+@dataclass(frozen=True)
+class AllReduceTiming:
+    """Periods of the all-reduce, seconds of the driver's clock.
+
+    Attributes
+    ----------
+    resend_s : float
+        Full-state resend period (repairs loss).
+    settle_s : float
+        A root starts a session only after its tree has been unchanged this long.
+    round_timeout_s : float
+        A round that takes longer makes the root restart the session.
+    ready_wait_s : float
+        Extra time granted to round 0 (members wait for their first batches).
+    max_attempts : int
+        Sessions before the root gives up and broadcasts the fallback state.
+    """
+
+    resend_s: float = 0.5
+    settle_s: float = 1.0
+    round_timeout_s: float = 10.0
+    ready_wait_s: float = 10.0
+    max_attempts: int = 5
+
+
+class AllReduce:
+    """The all-reduce state machine of one member (see the module docstring)."""
+
+    def __init__(self, program: ReduceProgram, timing: AllReduceTiming) -> None:
+        self.program = program
+        self.timing = timing
+        self.finished = False
+        self.final: np.ndarray | None = None
+        self.attempts = 0
+        self._epoch = 0  # own counter as a root
+        self._key: tuple[int, int, int] | None = None  # session followed
+        self._round = -1
+        self._size = 0
+        self._spectator = False
+        self._own: np.ndarray | None = None
+        self._parts: dict[int, np.ndarray] = {}
+        self._up: np.ndarray | None = None  # last UP vector of the current round
+        self._down: tuple[int, int, np.ndarray] | None = None  # (round, size, vector)
+        self._children0: frozenset[int] = frozenset()
+        self._round_t0 = 0.0
+        self._tree_sig: tuple[object, ...] | None = None
+        self._tree_t = 0.0
+        self._next_resend = -math.inf
+        self._abort_sent: tuple[int, int, int] | None = None
+
+    # ------------------------------------------------------------------ driver interface
+
+    def next_deadline(self) -> float:
+        """When :meth:`step` must next be called (without a message)."""
+        return self._next_resend if math.isfinite(self._next_resend) else 0.0
+
+    def step(self, tv: TreeView, now: float, msg: Reduce | None = None) -> list[Outbound]:
+        """Advance on a message, a tick or a tree change; return messages to send."""
+        out: list[Outbound] = []
+        sig = (tv.root, tv.root_inc, tv.parent, tv.neighbors)
+        if sig != self._tree_sig:
+            self._tree_sig, self._tree_t = sig, now
+        if msg is not None:
+            out += self._on_message(tv, msg, now)
+        out += self._advance(tv, now)
+        if now >= self._next_resend:
+            self._next_resend = now + self.timing.resend_s
+            out += self._resend(tv)
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _msg(self, tv: TreeView, phase: int, rnd: int, size: int, v: np.ndarray) -> Reduce:
+        root, rinc, epoch = self._key if self._key is not None else (tv.root, tv.root_inc, 0)
+        return Reduce(tv.me, tv.incarnation, tv.next_seq(), root, rinc, epoch, rnd, phase, size, v)
+
+    def _final_msg(self, tv: TreeView) -> Reduce:
+        assert self.final is not None
+        return Reduce(
+            tv.me, tv.incarnation, tv.next_seq(), tv.root, tv.root_inc, 0, 0, REDUCE_FINAL,
+            self.final.shape[0], self.final,
+        )  # fmt: skip
+
+    def _on_message(self, tv: TreeView, msg: Reduce, now: float) -> list[Outbound]:
+        c = tv.counters
+        s = msg.sender
+        if s not in tv.neighbors:
+            c["allreduce.off_tree"] += 1
+            return []
+        if msg.phase == REDUCE_FINAL:
+            if self.finished:
+                if self.final is not None and not np.array_equal(self.final, msg.vector):
+                    c["allreduce.final_conflict"] += 1
+                return []
+            self._finish(tv, msg.vector.copy(), now)
+            return [(k, self._final_msg(tv)) for k in sorted(tv.children)]
+        if self.finished:  # a newcomer or a lagging neighbour: tell it the outcome
+            return [(s, self._final_msg(tv))]
+        key = (msg.root, msg.root_inc, msg.epoch)
+        if msg.phase == REDUCE_DOWN:
+            if s != tv.parent:
+                c["allreduce.stale"] += 1
+                return []
+            return self._on_down(tv, key, msg, now)
+        if key != self._key:
+            c["allreduce.stale"] += 1
+            return []
+        if msg.phase == REDUCE_ABORT:
+            if tv.is_root:
+                return self._restart(tv, now)
+            return [(tv.parent, self._msg(tv, REDUCE_ABORT, self._round, 0, np.zeros(0)))]
+        if msg.phase == REDUCE_UP and msg.round == self._round and s in tv.children:
+            if msg.vector.shape[0] == self._size:
+                self._parts[s] = msg.vector.copy()
+        else:
+            c["allreduce.stale"] += 1
+        return []
+
+    def _on_down(
+        self, tv: TreeView, key: tuple[int, int, int], msg: Reduce, now: float
+    ) -> list[Outbound]:
+        if key != self._key:
+            self._key = key
+            self._round = -1
+            self._spectator = msg.round != 0
+            self._abort_sent = None
+            if self._spectator:
+                tv.counters["allreduce.spectator"] += 1
+            else:
+                self.program.restart()
+        if msg.round <= self._round:
+            return []  # duplicate or resend
+        if not self._spectator:
+            if msg.round != self._round + 1:
+                self._spectator = True  # missed a round: cannot follow this session
+                tv.counters["allreduce.spectator"] += 1
+            elif msg.round > 0:
+                self.program.apply(msg.round - 1, msg.vector)
+        self._new_round(tv, msg.round, msg.size, now)
+        self._down = (msg.round, msg.size, msg.vector)
+        return [
+            (k, self._msg(tv, REDUCE_DOWN, msg.round, msg.size, msg.vector))
+            for k in sorted(tv.children)
+        ]
+
+    def _new_round(self, tv: TreeView, rnd: int, size: int, now: float) -> None:
+        self._round, self._size = rnd, size
+        self._own = None
+        self._parts = {}
+        self._up = None
+        self._round_t0 = now
+        self._children0 = tv.children
+
+    def _restart(self, tv: TreeView, now: float) -> list[Outbound]:
+        if self._key is not None:
+            tv.counters["allreduce.restarts"] += 1
+        self._key = None
+        if self.attempts >= self.timing.max_attempts:
+            tv.counters["allreduce.gave_up"] += 1
+            self._finish(tv, self.program.fallback_state(), now)
+            return [(k, self._final_msg(tv)) for k in sorted(tv.children)]
+        return self._start(tv, now)
+
+    def _start(self, tv: TreeView, now: float) -> list[Outbound]:
+        self.attempts += 1
+        self._epoch += 1
+        self._key = (tv.me, tv.incarnation, self._epoch)
+        self._spectator = False
+        tv.counters["allreduce.sessions"] += 1
+        size = self.program.restart()
+        self._new_round(tv, 0, size, now)
+        v = np.zeros(0)
+        self._down = (0, size, v)
+        return [(k, self._msg(tv, REDUCE_DOWN, 0, size, v)) for k in sorted(tv.children)]
+
+    def _finish(self, tv: TreeView, state: np.ndarray, now: float) -> None:
+        self.program.adopt(state, now)
+        self.final = state
+        self.finished = True
+        self._key = None
+
+    def _advance(self, tv: TreeView, now: float) -> list[Outbound]:
+        if self.finished:
+            return []
+        out: list[Outbound] = []
+        mine = self._key is not None and self._key[0] == tv.me
+        if tv.is_root and not mine:
+            # a (new) root: start once the tree has been still for settle_s
+            if self._key is not None and self._key[0] != tv.me:
+                self._key = None  # the old root's session is gone
+            if now - self._tree_t >= self.timing.settle_s:
+                return self._start(tv, now)
+            return []
+        if not tv.is_root and mine:
+            self._key = None  # merged under another root: follow its sessions
+            return []
+        if self._key is None:
+            return []
+        if tv.is_root:
+            limit = self.timing.round_timeout_s + (
+                self.timing.ready_wait_s if self._round == 0 else 0
+            )
+            if not self._children0 <= tv.children or now - self._round_t0 > limit:
+                return self._restart(tv, now)
+        elif not self._children0 <= tv.children and self._abort_sent != self._key:
+            self._abort_sent = self._key  # lost a child: ask the root to restart
+            return [(tv.parent, self._msg(tv, REDUCE_ABORT, self._round, 0, np.zeros(0)))]
+        if self._own is None:
+            if self._spectator:
+                self._own = self.program.neutral(self._round, self._size)
+            elif (
+                self._round > 0
+                or self.program.ready(now)
+                or now - self._round_t0 > self.timing.ready_wait_s
+            ):
+                self._own = self.program.contribution(self._round)
+            else:
+                return out
+        if self._up is not None or not all(k in self._parts for k in tv.children):
+            return out
+        parts = [self._own] + [self._parts[k] for k in sorted(tv.children)]
+        total = self.program.combine(self._round, parts)
+        if not tv.is_root:
+            self._up = total
+            if tv.parent != NO_PARENT:
+                out.append((tv.parent, self._msg(tv, REDUCE_UP, self._round, self._size, total)))
+            return out
+        tv.counters["allreduce.rounds"] += 1
+        nxt = self.program.apply(self._round, total)
+        if nxt is None:
+            self._finish(tv, self.program.final_state(), now)
+            return [(k, self._final_msg(tv)) for k in sorted(tv.children)]
+        rnd = self._round + 1
+        self._new_round(tv, rnd, nxt, now)
+        self._down = (rnd, nxt, total)
+        return [(k, self._msg(tv, REDUCE_DOWN, rnd, nxt, total)) for k in sorted(tv.children)]
+
+    def _resend(self, tv: TreeView) -> list[Outbound]:
+        out: list[Outbound] = []
+        if self.finished:
+            return out  # finished members answer probes instead of resending forever
+        if self._key is None and not tv.is_root and tv.parent != NO_PARENT:
+            # no session to follow (a newcomer under a finished parent): probe for the FINAL
+            out.append((tv.parent, self._msg(tv, REDUCE_ABORT, 0, 0, np.zeros(0))))
+        elif self._key is not None:
+            if self._up is not None and not tv.is_root and tv.parent != NO_PARENT:
+                out.append((tv.parent, self._msg(tv, REDUCE_UP, self._round, self._size, self._up)))
+            if self._down is not None and self._down[0] == self._round:
+                r, size, v = self._down
+                out += [(k, self._msg(tv, REDUCE_DOWN, r, size, v)) for k in sorted(tv.children)]
+        tv.counters["allreduce.resend"] += len(out)
+        return out

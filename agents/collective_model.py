@@ -1,0 +1,493 @@
+"""The collective mode's local model: a swarm warm-up, then exact streaming of statistics.
+
+Lifecycle (DESIGN.md Sec. 1, "The collective mode"; issue 9):
+
+1. **WARMUP**: the first ``warmup_batches`` batches are buffered; the local summary is the prior.
+   The swarm runs :class:`WarmupProgram` by an all-reduce over its spanning tree
+   (:mod:`swarmgp.agents.allreduce`): round 0 agrees on the standardization and the input box
+   (sums of n, x, x^2, y, y^2 and the maxima of x and -x: no pre-read of the stream, so live
+   feeds work); then, if learning, each L-BFGS evaluation (:class:`~swarmgp.fusion.lbfgs.BoxLBFGS`)
+   is two rounds: the packed :class:`~swarmgp.fusion.collapsed.Stats` of every buffer under
+   theta, then every agent's :func:`~swarmgp.fusion.collapsed.local_grad_contribution`. The
+   root's sums are broadcast, so every agent's optimizer sees the same numbers and ends with
+   bit-identical theta. ``--no-learn`` stops after round 0: Halton Z over the agreed box and the
+   initial (ell, s, sigma_n, sigma_b).
+2. **STREAM**: W, Z, sigma_b frozen (``CollectiveParams.hash()``); the buffer is encoded once and
+   dropped; each batch adds its statistics (cost flat in history). Predictions refit
+   ``(s, sigma_n)`` from the statistics they use (fused or local) by
+   :func:`~swarmgp.fusion.collapsed.refit_scale_noise`, started from the agreed theta, so
+   identical fused statistics give identical predictions on every agent (cached per summary).
+   With learning off, nothing is refit: the initial ``(s, sigma_n)`` predict.
+
+Statistics travel through the existing fusion machinery: the augmented Gram matrix
+``Gaug = [[G, g], [g^T, yy]]`` ((m+2) x (m+2), PSD) becomes a :class:`Summary` of size
+``m' = m + 2`` with ``P = I + Gaug`` and ``n_obs = n``, so ``fuse`` yields ``I + sum_a Gaug_a``
+exactly and the agent, codec and tree messages are unchanged. ``h`` carries no statistics (they
+are all in P); it is ``n * v_theta``, a unit vector drawn from the frozen encoding's hash, so a
+fused ``h`` differs from ``n_obs * v_theta`` exactly when statistics of another theta were
+mixed in (counted as ``collective.theta_mismatch``; a partition during the warm-up is the one
+way this can happen).
+
+Known limitation: the input box of a time input comes from the warm-up buffers, so on a
+time-ordered stream later times fall outside it (Z covers only the early times).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from swarmgp.agents.allreduce import AllReduce, AllReduceTiming, TreeView
+from swarmgp.fusion.collapsed import (
+    CollectiveParams,
+    Stats,
+    add_stats,
+    batch_stats,
+    bound_and_stat_grads,
+    initial_params,
+    local_grad_contribution,
+    predict_collective,
+    refit_scale_noise,
+    theta_bounds,
+)
+from swarmgp.fusion.encoders import check_batch
+from swarmgp.fusion.errors import SwarmGPError
+from swarmgp.fusion.lbfgs import BoxLBFGS
+from swarmgp.fusion.summary import Summary
+from swarmgp.protocol.messages import Reduce
+
+__all__ = ["CollectiveEncoding", "CollectiveHyper", "CollectiveModel", "WarmupProgram"]
+
+#: L-BFGS evaluations of the warm-up (each is two all-reduces).
+DEFAULT_MAX_EVALS = 35
+_NEG = -1e300  # neutral element of the maxima (finite: the codec refuses inf)
+
+
+@dataclass(frozen=True)
+class CollectiveEncoding:
+    """What every agent of a collective-mode run shares before the warm-up.
+
+    ``m`` is the *summary* size ``inducing + 2`` (what :class:`AgentConfig` and the codec get);
+    ``hash`` identifies the run's collective settings on the wire (the frozen theta's own hash,
+    known after the warm-up, is :attr:`CollectiveModel.theta_hash`).
+    """
+
+    d: int
+    inducing: int
+    warmup_batches: int = 2
+    learn: bool = True
+    seed: int = 0
+    max_evals: int = DEFAULT_MAX_EVALS
+
+    @property
+    def m(self) -> int:
+        """Summary size m' = m + 2 (inducing inputs, bias, targets)."""
+        return self.inducing + 2
+
+    @property
+    def hash(self) -> str:
+        """16 hex digits identifying the run's collective settings."""
+        key = ("collective-v1", self.d, self.inducing, self.warmup_batches, self.learn)
+        key += (self.seed, self.max_evals)
+        return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CollectiveHyper:
+    """The local prediction's scale and noise in the caller's units (for gPoE / rBCM)."""
+
+    s: float
+    sn2: float
+
+
+@dataclass(frozen=True)
+class _Standard:
+    mx: np.ndarray  # [d]
+    sx: np.ndarray  # [d]
+    my: float
+    sy: float
+    lo: np.ndarray  # [d] standardized box
+    hi: np.ndarray  # [d]
+
+    def vector(self) -> np.ndarray:
+        return np.concatenate([self.mx, self.sx, [self.my, self.sy], self.lo, self.hi])
+
+    @classmethod
+    def from_vector(cls, v: np.ndarray, d: int) -> _Standard:
+        return cls(v[:d], v[d : 2 * d], float(v[2 * d]), float(v[2 * d + 1]),
+                   v[2 * d + 2 : 3 * d + 2], v[3 * d + 2 : 4 * d + 2])  # fmt: skip
+
+
+def _standard_from_sums(r: np.ndarray, d: int) -> _Standard:
+    """Agreed standardization and box from round 0's combined vector."""
+    n = float(r[0])
+    if n < 1:
+        return _Standard(np.zeros(d), np.ones(d), 0.0, 1.0, -2.0 * np.ones(d), 2.0 * np.ones(d))
+    sx, sxx = r[1 : 1 + d], r[1 + d : 1 + 2 * d]
+    sy, syy = float(r[1 + 2 * d]), float(r[2 + 2 * d])
+    mx = sx / n
+    vx = np.maximum(sxx / n - mx * mx, 0.0)
+    sdx = np.where(vx > 1e-24, np.sqrt(vx), 1.0)
+    my = sy / n
+    sdy = float(np.sqrt(max(syy / n - my * my, 0.0))) or 1.0
+    lo = (-r[3 + 3 * d : 3 + 4 * d] - mx) / sdx
+    hi = (r[3 + 2 * d : 3 + 3 * d] - mx) / sdx
+    flat = hi - lo <= 1e-9
+    lo, hi = np.where(flat, lo - 1.0, lo), np.where(flat, hi + 1.0, hi)
+    return _Standard(mx, sdx, my, sdy, lo, hi)
+
+
+class WarmupProgram:
+    """The warm-up as an all-reduce program (see the module docstring); one per agent."""
+
+    def __init__(self, model: CollectiveModel) -> None:
+        self.model = model
+        self.enc = model.encoding
+        self._std: _Standard | None = None
+        self._last_std: _Standard | None = None  # from an earlier session (fallback)
+        self._X = np.zeros((0, self.enc.d))
+        self._y = np.zeros(0)
+        self._opt: BoxLBFGS | None = None
+        self._theta: CollectiveParams | None = None
+        self._theta0: CollectiveParams | None = None
+        self._best: CollectiveParams | None = None
+        self._eval: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._scale = 1.0
+        self._scale_unset = True
+
+    # sizes
+    def _stats_len(self) -> int:
+        k = self.enc.inducing + 1
+        return k * (k + 1) // 2 + k + 2
+
+    def _grad_len(self) -> int:
+        return self.enc.d * (1 + self.enc.inducing)
+
+    def restart(self) -> int:
+        if self._std is not None:
+            self._last_std = self._std
+        self._std, self._opt, self._eval, self._theta = None, None, None, None
+        return 3 + 4 * self.enc.d
+
+    def ready(self, now: float) -> bool:
+        return len(self.model._buffer) >= self.enc.warmup_batches
+
+    def neutral(self, rnd: int, size: int) -> np.ndarray:
+        v = np.zeros(size)
+        if rnd == 0:
+            v[3 + 2 * self.enc.d :] = _NEG
+        return v
+
+    def combine(self, rnd: int, parts: list[np.ndarray]) -> np.ndarray:
+        total = parts[0].copy()
+        for p in parts[1:]:
+            total += p
+        if rnd == 0:
+            k = 3 + 2 * self.enc.d
+            total[k:] = np.max(np.stack([p[k:] for p in parts]), axis=0)
+        return total
+
+    def contribution(self, rnd: int) -> np.ndarray:
+        d = self.enc.d
+        if rnd == 0:  # snapshot the warm-up data of this session
+            batches = self.model._buffer[: self.enc.warmup_batches]
+            self._X = np.concatenate([b[0] for b in batches]) if batches else np.zeros((0, d))
+            self._y = np.concatenate([b[1] for b in batches]) if batches else np.zeros(0)
+            X, y = self._X, self._y
+            if X.shape[0] == 0:
+                return self.neutral(0, 3 + 4 * d)
+            return np.concatenate(
+                [[X.shape[0]], X.sum(0), (X * X).sum(0), [y.sum(), y @ y], X.max(0), (-X).max(0)]
+            )
+        assert self._std is not None and self._theta is not None
+        Xs, ys = self.model._standardize(self._X, self._y, self._std)
+        if rnd % 2 == 1:  # statistics under theta
+            if Xs.shape[0] == 0:
+                return np.zeros(self._stats_len())
+            return batch_stats(Xs, ys, self._theta).pack()
+        assert self._eval is not None
+        if Xs.shape[0] == 0:
+            return np.zeros(self._grad_len())
+        _, dG, dg, _ = self._eval
+        return local_grad_contribution(Xs, ys, self._theta, dG, dg)
+
+    def apply(self, rnd: int, result: np.ndarray) -> int | None:
+        enc = self.enc
+        if rnd == 0:
+            self._std = _standard_from_sums(result, enc.d)
+            self._theta0 = initial_params(self._std.lo, self._std.hi, enc.inducing, enc.seed)
+            self._best = self._theta0
+            self._scale_unset = True
+            if not enc.learn or result[0] < 1 or enc.max_evals < 1:
+                return None
+            bnds = theta_bounds(self._theta0)
+            lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
+            hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
+            self._opt = BoxLBFGS(self._theta0.to_vector(), lo, hi, max_evals=enc.max_evals)
+            return self._ask()
+        assert self._opt is not None and self._theta is not None
+        if rnd % 2 == 1:
+            try:
+                st = Stats.unpack(result, enc.inducing)
+                ev = bound_and_stat_grads(
+                    st, self._theta.log_s, self._theta.log_sn, self._theta.log_sb
+                )
+                if not np.isfinite(ev[0]):
+                    raise SwarmGPError("non-finite bound")
+            except SwarmGPError:
+                self._opt.tell(np.inf, np.full(self._theta.to_vector().shape, np.nan))
+                return self._ask()
+            if self._scale_unset:
+                self._scale = max(1.0, abs(float(ev[0])))
+                self._scale_unset = False
+            self._eval = ev
+            return self._grad_len()
+        assert self._eval is not None
+        bound, _, _, direct = self._eval
+        grad = np.concatenate([result, direct])
+        self._opt.tell(-bound / self._scale, -grad / self._scale)
+        return self._ask()
+
+    def _ask(self) -> int | None:
+        assert self._opt is not None
+        x = self._opt.ask()
+        if x is None:
+            return None
+        self._theta = CollectiveParams.from_vector(x, self.enc.inducing, self.enc.d)
+        return self._stats_len()
+
+    def _pack(
+        self, std: _Standard, theta: CollectiveParams, learned: bool, evals: int
+    ) -> np.ndarray:
+        return np.concatenate([[float(learned), float(evals)], std.vector(), theta.to_vector()])
+
+    def final_state(self) -> np.ndarray:
+        assert self._std is not None and self._theta0 is not None
+        if self._opt is None:
+            return self._pack(self._std, self._theta0, False, 0)
+        theta = CollectiveParams.from_vector(self._opt.x_best, self.enc.inducing, self.enc.d)
+        return self._pack(self._std, theta, True, self._opt.n_evals)
+
+    def fallback_state(self) -> np.ndarray:
+        std = self._std or self._last_std
+        if std is None:  # no agreed standardization ever: this root's own buffer
+            b = self.model._buffer[: self.enc.warmup_batches]
+            self._X = np.concatenate([x for x, _ in b]) if b else np.zeros((0, self.enc.d))
+            self._y = np.concatenate([y for _, y in b]) if b else np.zeros(0)
+            std = _standard_from_sums(self.contribution(0), self.enc.d)
+        if self._opt is not None and self._std is not None and np.isfinite(self._opt.f_best):
+            theta = CollectiveParams.from_vector(self._opt.x_best, self.enc.inducing, self.enc.d)
+        else:
+            theta = initial_params(std.lo, std.hi, self.enc.inducing, self.enc.seed)
+        return self._pack(std, theta, False, -1)
+
+    def adopt(self, state: np.ndarray, now: float) -> None:
+        d, m = self.enc.d, self.enc.inducing
+        std = _Standard.from_vector(state[2 : 2 + 4 * d + 2], d)
+        theta = CollectiveParams.from_vector(state[2 + 4 * d + 2 :], m, d)
+        self.model._start_stream(std, theta, learned=bool(state[0]), evals=int(state[1]))
+
+
+class CollectiveModel:
+    """An agent's model in the collective mode (module docstring).
+
+    Parameters
+    ----------
+    encoding : CollectiveEncoding
+    timing : AllReduceTiming, optional
+
+    Attributes
+    ----------
+    params : CollectiveParams or None
+        The agreed theta (None during the warm-up).
+    phase : {"warmup", "stream"}
+    counters : collections.Counter
+        ``collective.*`` counts (shared with the agent's counters once it steps).
+    """
+
+    def __init__(self, encoding: CollectiveEncoding, timing: AllReduceTiming | None = None) -> None:
+        self.encoding = encoding
+        self.encoder = None  # no paper-mode encoder (the simulator's ESS report skips it)
+        self.params: CollectiveParams | None = None
+        self.std: _Standard | None = None
+        self.phase = "warmup"
+        self.learned = False
+        self.warmup_evals = 0
+        self.counters: Counter[str] = Counter()
+        self._buffer: list[tuple[np.ndarray, np.ndarray]] = []
+        self._stats: Stats | None = None
+        self._version = 0
+        self._summary: Summary | None = None
+        self._summary_version = -1
+        self._v_theta: np.ndarray | None = None
+        self._refits: dict[tuple[str, int], tuple[object, CollectiveParams]] = {}
+        self.allreduce = AllReduce(WarmupProgram(self), timing or AllReduceTiming())
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def n_obs(self) -> int:
+        """Observations held (buffered or encoded)."""
+        if self._stats is not None:
+            return self._stats.n
+        return int(sum(y.shape[0] for _, y in self._buffer))
+
+    @property
+    def theta_hash(self) -> str | None:
+        """Hash of the frozen encoding (W, Z, sigma_b, jitter) once agreed."""
+        return None if self.params is None else self.params.hash()
+
+    @property
+    def hyper(self) -> CollectiveHyper:
+        """Scale and noise of the local prediction, in the caller's units."""
+        p, sy = self._params_for(None), (self.std.sy if self.std is not None else 1.0)
+        if p is None:
+            return CollectiveHyper(sy, sy * sy)
+        return CollectiveHyper(p.s * sy, (p.sn * sy) ** 2)
+
+    # ------------------------------------------------------------------ local-model interface
+
+    def observe(self, X: object, y: object, fused: Summary | None = None) -> None:
+        """Buffer (warm-up) or add the batch's statistics (stream)."""
+        Xa, ya = check_batch(X, y, self.encoding.d)
+        if self.params is None or self.std is None:
+            self._buffer.append((Xa.copy(), ya.copy()))
+            return
+        Xs, ys = self._standardize(Xa, ya, self.std)
+        st = batch_stats(Xs, ys, self.params)
+        self._stats = st if self._stats is None else add_stats(self._stats, st)
+        self._version += 1
+
+    def summary(self) -> Summary:
+        """``P = I + Gaug``, ``h = n v_theta`` of size m + 2 (the prior during the warm-up)."""
+        if self._summary is not None and self._summary_version == self._version:
+            return self._summary
+        m2 = self.encoding.m
+        P = np.eye(m2)
+        h = np.zeros(m2)
+        n = 0
+        if self._stats is not None and self._v_theta is not None:
+            st = self._stats
+            k = m2 - 1
+            P[:k, :k] += st.G
+            P[:k, k] += st.g
+            P[k, :k] += st.g
+            P[k, k] += st.yy
+            n = st.n
+            h = n * self._v_theta
+        self._summary = Summary(P, h, n, 1, self.encoding.hash)
+        self._summary_version = self._version
+        return self._summary
+
+    def predict(self, X: object, fused: Summary | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance of y in the caller's units.
+
+        Parameters
+        ----------
+        X : array_like of shape (n, d)
+        fused : Summary or None
+            The collective model; None predicts from this agent's own statistics.
+        """
+        Xa = np.asarray(X, dtype=np.float64)
+        if self.params is None or self.std is None:  # warm-up: the prior
+            return np.zeros(Xa.shape[0]), np.ones(Xa.shape[0])
+        st = self._stats_of(fused)
+        p = self._params_for(fused)
+        assert p is not None
+        Xs = (Xa - self.std.mx) / self.std.sx
+        mean, var_f = predict_collective(Xs, st, p)
+        sy = self.std.sy
+        return self.std.my + sy * mean, sy * sy * (var_f + p.sn**2)
+
+    # ------------------------------------------------------------------ the agent's hook
+
+    def collective_step(
+        self, tv: TreeView, now: float, msg: Reduce | None = None
+    ) -> tuple[list[tuple[int, Reduce]], bool]:
+        """Run the warm-up all-reduce; return messages and whether the summary changed."""
+        self.counters = tv.counters
+        v0 = self._version
+        out = self.allreduce.step(tv, now, msg)
+        return out, self._version != v0
+
+    def collective_deadline(self) -> float:
+        """When the agent must next call :meth:`collective_step` without a message."""
+        return self.allreduce.next_deadline()
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _standardize(X: np.ndarray, y: np.ndarray, std: _Standard) -> tuple[np.ndarray, np.ndarray]:
+        return (X - std.mx) / std.sx, (y - std.my) / std.sy
+
+    def _start_stream(
+        self, std: _Standard, theta: CollectiveParams, learned: bool, evals: int
+    ) -> None:
+        self.std, self.params = std, theta
+        self.learned, self.warmup_evals = learned, evals
+        self.phase = "stream"
+        rng = np.random.default_rng(int(theta.hash(), 16))
+        v = rng.standard_normal(self.encoding.m)
+        self._v_theta = v / np.linalg.norm(v)
+        self._stats = Stats.zeros(theta.m)
+        for X, y in self._buffer:  # encode the buffer once, then drop it
+            Xs, ys = self._standardize(X, y, std)
+            self._stats = add_stats(self._stats, batch_stats(Xs, ys, theta))
+        self._buffer = []
+        self._version += 1
+        self.counters["collective.stream_started"] += 1
+
+    def _stats_of(self, fused: Summary | None) -> Stats:
+        assert self._stats is not None
+        if fused is None:
+            return self._stats
+        return stats_from_summary(fused, self._v_theta, self.counters)
+
+    def _params_for(self, fused: Summary | None) -> CollectiveParams | None:
+        p = self.params
+        if p is None or not self.encoding.learn:
+            return p
+        key: tuple[str, int] = ("f", id(fused)) if fused is not None else ("l", self._version)
+        hit = self._refits.get(key)
+        if hit is not None and (fused is None or hit[0] is fused):
+            return hit[1]
+        st = self._stats_of(fused)
+        try:
+            q = refit_scale_noise(st, p) if st.n > 0 else p
+        except SwarmGPError:
+            self.counters["collective.refit_failed"] += 1
+            q = p
+        if len(self._refits) >= 4:
+            self._refits.pop(next(iter(self._refits)))
+        self._refits[key] = (fused, q)
+        return q
+
+
+def stats_from_summary(
+    s: Summary, v_theta: np.ndarray | None = None, counters: Counter[str] | None = None
+) -> Stats:
+    """Statistics back from a (fused) collective summary: ``Gaug = P - I``.
+
+    Counts ``collective.theta_mismatch`` when ``h`` shows statistics of another theta.
+    """
+    k = s.m - 1
+    Gaug = s.P - np.eye(s.m)
+    G = 0.5 * (Gaug[:k, :k] + Gaug[:k, :k].T)
+    if v_theta is not None and counters is not None:
+        if np.max(np.abs(s.h - s.n_obs * v_theta)) > 1e-8 * max(1, s.n_obs):
+            counters["collective.theta_mismatch"] += 1
+    return Stats(G, 0.5 * (Gaug[:k, k] + Gaug[k, :k]), float(Gaug[k, k]), int(s.n_obs))
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """Warm-up facts of a collective model for reports."""
+    return {
+        "phase": model.phase,
+        "learned": model.learned,
+        "warmup_evals": model.warmup_evals,
+        "theta_hash": model.theta_hash,
+    }
