@@ -418,7 +418,7 @@ class OutputConfig(_Section):
     quiet: bool = _opt(False, "no progress bar", commands=frozenset({"sim"}))
 
 
-_SECTIONS: dict[str, type[_Section]] = {
+_SECTIONS: dict[str, type[Any]] = {
     "swarm": SwarmConfig,
     "model": ModelConfig,
     "data": DataConfig,

@@ -30,4 +30,5 @@ __all__ = [
     "read_records",
     "resolve_identity",
     "write_record",
+    "write_report",
 ]

@@ -12,8 +12,8 @@ import math
 import os
 import resource
 import sys
-from dataclasses import asdict, dataclass
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from swarmgp.agents.run_config import RunConfig
@@ -216,7 +216,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     """A short human summary (pre/post fusion accuracy, consistency, cost)."""
     r = report
     lines = [
-        f"swarmgp {r.get('command', 'sim')}: {r['agents']} agents, topology {r['topology']}, m={r['inducing']}, "
+        f"swarmgp {r.get('command', 'sim')}: {r['agents']} agents, topology {r['topology']}, "
+        f"m={r['inducing']}, "
         f"{r['batches_per_agent']} batches x {r['batch_size']} per agent, loss {r['loss']}, "
         f"learn {'on' if r['learn'] else 'off'}, seed {r['seed']}",
         f"  RMSE  pre-fusion (local) {_fmt(r['rmse_local'])}   post-fusion {_fmt(r['rmse_fused'])}"

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from swarmgp.protocol.transport import LiveTransport
 from swarmgp.agents.agent import Agent, Outbound
 from swarmgp.agents.runtime.report import peak_rss_mb
 from swarmgp.agents.sources.agent_feed import NOT_READY
+from swarmgp.protocol.transport import LiveTransport
 
 __all__ = ["RunFacts", "batch_digest", "configure_threads", "run", "serve", "setup_logging"]
 
