@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import numpy as np
+
 from swarmgp.agents.config import AgentConfig
 from swarmgp.agents.peers import Admit, Limits, PeerTable, incarnation_limit
 from swarmgp.agents.tree import SpanningTree
@@ -39,6 +40,7 @@ from swarmgp.protocol.messages import (
     Heartbeat,
     Hello,
     Message,
+    Reduce,  # collective mode (issue 9)
     StatusReply,
     StatusRequest,
 )
@@ -202,7 +204,9 @@ class Agent:
 
     def next_deadline(self) -> float:
         """Driver time at which :meth:`on_tick` must next be called."""
-        return min(self._next_hb, self._next_resend, self._fuse_due, self._hb_due)
+        t = min(self._next_hb, self._next_resend, self._fuse_due, self._hb_due)
+        deadline = getattr(self.model, "collective_deadline", None)  # collective mode (issue 9)
+        return t if deadline is None or self.stopped else min(t, deadline())
 
     # ------------------------------------------------------------------ inputs
 
@@ -226,7 +230,8 @@ class Agent:
         self.model.observe(X, y, self.fused_summary)
         self.counters["observations"] += int(np.shape(y)[0])
         self.last_observation = now
-        return self.set_local_summary(self.model.summary(), now)
+        out = self.set_local_summary(self.model.summary(), now)
+        return out + self._collective_step(now)  # collective mode (issue 9)
 
     def set_local_summary(self, summary: Summary, now: float) -> list[Outbound]:
         """Replace the local summary directly (tests, or a model updated out of band).
@@ -246,6 +251,38 @@ class Agent:
         self._gen = self._next_stamp()
         self._schedule_fuse(now)
         return self._emit(now)
+
+    # --- collective mode (issue 9) -------------------------------------------------------
+    def _collective_step(self, now: float, msg: Reduce | None = None) -> list[Outbound]:
+        """Let a collective model run its warm-up all-reduce on this agent's spanning tree.
+
+        A model without ``collective_step`` (the paper's LocalModel) is untouched. When the
+        model's summary changes (the warm-up ended), it becomes the local summary.
+        """
+        step = getattr(self.model, "collective_step", None)
+        if step is None or self.stopped or not self.started:
+            return []
+        from swarmgp.agents.allreduce import TreeView
+
+        st = self.tree.state
+        tv = TreeView(
+            self.id,
+            self.config.incarnation,
+            st.root,
+            st.root_inc,
+            st.parent,
+            self._tree_nbrs,
+            self._next_seq,
+            self.counters,
+        )
+        sent, changed = step(tv, now, msg)
+        self.counters["tx.reduce"] += len(sent)
+        out: list[Outbound] = list(sent)
+        if changed:
+            out += self.set_local_summary(self.model.summary(), now)
+        return out
+
+    # --- end collective mode ---------------------------------------------------------------
 
     def count_rejected(self, reason: str) -> None:
         """Count a frame set the transport rejected before it became a message."""
@@ -337,6 +374,9 @@ class Agent:
                     self._store_message(s, msg, now)
                 else:
                     self.counters["drop.off_tree"] += 1
+        elif isinstance(msg, Reduce):  # collective mode (issue 9)
+            self._update_tree(now)
+            out.extend(self._collective_step(now, msg))
         self._update_tree(now)
         return out + self._emit(now)
 
@@ -408,7 +448,7 @@ class Agent:
         if now >= self._next_resend:
             self._next_resend = now + self.config.timing.fuse_resend_s
             force = True
-        return self._emit(now, force)
+        return self._emit(now, force) + self._collective_step(now)  # collective mode (issue 9)
 
     def stop(self, now: float) -> list[Outbound]:
         """Say goodbye to every known peer; afterwards only status requests are served."""

@@ -16,13 +16,22 @@ from typing import Any
 import numpy as np
 
 from swarmgp.agents.agent import Agent
+from swarmgp.agents.allreduce import AllReduceTiming  # collective mode (issue 9)
+from swarmgp.agents.collective_model import CollectiveEncoding, CollectiveModel
 from swarmgp.agents.config import AgentConfig, TimingConfig
 from swarmgp.agents.local_model import LocalModel, LocalModelConfig
 from swarmgp.agents.run_config import RunConfig
 from swarmgp.fusion.encoding import Encoding, EncodingSpec, make_encoding
 from swarmgp.fusion.hyper import Hyperparameters
 
-__all__ = ["agent_seeds", "build_agent", "common_encoding", "model_config", "protocol_timing"]
+__all__ = [
+    "agent_seeds",
+    "build_agent",
+    "collective_timing",
+    "common_encoding",
+    "model_config",
+    "protocol_timing",
+]
 
 #: Probability that a live peer is declared dead because every beacon of a timeout was lost.
 FALSE_EXPIRY = 1e-7
@@ -59,9 +68,33 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
     )
 
 
-def common_encoding(cfg: RunConfig, d: int) -> Encoding:
-    """The swarm's common encoding for inputs of dimension ``d`` (identical on every agent)."""
+def common_encoding(cfg: RunConfig, d: int) -> Encoding | CollectiveEncoding:
+    """The swarm's common encoding for inputs of dimension ``d`` (identical on every agent).
+
+    In the collective mode (the default) it is a :class:`CollectiveEncoding`: its ``m`` is the
+    summary size ``inducing + 2`` and its ``hash`` the run's collective settings.
+    """
+    if getattr(cfg.model, "mode", "paper") == "collective":  # collective mode (issue 9)
+        return CollectiveEncoding(
+            d=d,
+            inducing=cfg.model.inducing,
+            warmup_batches=getattr(cfg.model, "warmup_batches", 2),
+            learn=cfg.model.learn,
+            seed=cfg.seed,
+        )
     return make_encoding(EncodingSpec(d=d, m=cfg.model.inducing))
+
+
+def collective_timing(cfg: RunConfig) -> AllReduceTiming:
+    """Periods of the collective warm-up's all-reduce, from the run's protocol timing."""
+    t = protocol_timing(cfg)
+    wait = max(2.0 * t.peer_timeout_s, 3.0 * cfg.timing.batch_interval)
+    return AllReduceTiming(
+        resend_s=t.heartbeat_s,
+        settle_s=2.0 * t.heartbeat_s,
+        round_timeout_s=2.0 * t.peer_timeout_s,
+        ready_wait_s=wait * max(1, getattr(cfg.model, "warmup_batches", 2)),
+    )
 
 
 def model_config(cfg: RunConfig, d: int) -> LocalModelConfig:
@@ -79,7 +112,7 @@ def build_agent(
     cfg: RunConfig,
     agent_id: int,
     neighbors: Sequence[int],
-    encoding: Encoding,
+    encoding: Encoding | CollectiveEncoding,
     *,
     incarnation: int,
     now: float,
@@ -126,5 +159,9 @@ def build_agent(
         max_dist=max_dist,
         endpoint=endpoint,
     )
-    model = LocalModel(encoding, model_config(cfg, encoding.d), r_model)
+    model: LocalModel | CollectiveModel
+    if isinstance(encoding, CollectiveEncoding):  # collective mode (issue 9)
+        model = CollectiveModel(encoding, collective_timing(cfg))
+    else:
+        model = LocalModel(encoding, model_config(cfg, encoding.d), r_model)
     return Agent(config, model, now, rng=r_agent, status_extra=status_extra, counters=counters)

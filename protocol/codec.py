@@ -28,9 +28,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ..fusion.errors import FusionError
-from ..fusion.summary import Summary
-from .errors import (
+from swarmgp.fusion.errors import FusionError
+from swarmgp.fusion.summary import Summary
+from swarmgp.protocol.errors import (
     BadArray,
     BadChecksum,
     BadFrames,
@@ -40,12 +40,13 @@ from .errors import (
     EncodingMismatch,
     VersionMismatch,
 )
-from .messages import (
+from swarmgp.protocol.messages import (
     Fuse,
     Goodbye,
     Heartbeat,
     Hello,
     Message,
+    Reduce,
     StatusReply,
     StatusRequest,
     TreeState,
@@ -88,9 +89,12 @@ _KINDS: dict[type, str] = {
     Goodbye: "bye",
     StatusRequest: "sreq",
     StatusReply: "srep",
+    Reduce: "red",  # collective mode (issue 9)
 }
 # kinds whose encoding hash and m must equal the receiver's
-_BOUND_KINDS = frozenset({"hello", "hb", "fuse"})
+_BOUND_KINDS = frozenset({"hello", "hb", "fuse", "red"})
+#: Longest all-reduce vector (collective mode): packed statistics at MAX_M with room to spare.
+MAX_REDUCE_LEN = 4 * 1024 * 1024
 
 
 def packed_len(m: int) -> int:
@@ -148,6 +152,9 @@ def encode(msg: Message, encoding_hash: str = "", m: int = 0) -> list[bytes | me
         hdr.update(to=msg.to, v=msg.version, t=_tree(msg.tree))
         hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
         arrays.append(("R", _f8(msg.summary.pack())))
+    elif isinstance(msg, Reduce):  # collective mode (issue 9)
+        hdr["r"] = [msg.root, msg.root_inc, msg.epoch, msg.round, msg.phase, msg.size]
+        arrays.append(("V", _f8(msg.vector)))
     elif isinstance(msg, StatusRequest):
         hdr["n"] = msg.nonce
         if msg.X is not None:
@@ -381,6 +388,15 @@ def _parse(
             _tree_state(h),
             summary,
         )
+    if kind == "red":  # collective mode (issue 9)
+        if set(arrays) != {"V"} or arrays["V"].ndim != 1:
+            raise BadFrames("reduce: expected exactly one 1-D array 'V'")
+        if arrays["V"].shape[0] > MAX_REDUCE_LEN:
+            raise BadArray(f"reduce: vector over {MAX_REDUCE_LEN} values")
+        root, rinc, epoch, rnd, phase, size = _ints(h, "r", 6, 0, _MAX_U64)
+        if root > _MAX_ID or phase > 3 or size > MAX_REDUCE_LEN or rnd > _MAX_ID:
+            raise BadHeader("reduce: root, phase, round or size out of range")
+        return Reduce(sender, inc, seq, root, rinc, epoch, rnd, phase, size, arrays["V"].copy())
     if kind == "bye":
         _no_arrays(arrays, kind)
         return Goodbye(sender, inc, seq)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fusion.summary import Summary
+from swarmgp.fusion.summary import Summary
 
 __all__ = [
     "NO_PARENT",
@@ -30,6 +30,7 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "Message",
+    "Reduce",
     "StatusReply",
     "StatusRequest",
     "TreeState",
@@ -168,4 +169,40 @@ class StatusReply:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-Message = Hello | Heartbeat | Fuse | Goodbye | StatusRequest | StatusReply
+# --- collective mode (issue 9): the warm-up's all-reduce over the spanning tree -------------
+#: ``Reduce.phase`` values.
+REDUCE_UP, REDUCE_DOWN, REDUCE_FINAL, REDUCE_ABORT = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """One step of a round-tagged all-reduce over the spanning tree (``agents/allreduce.py``).
+
+    Attributes
+    ----------
+    root, root_inc, epoch : int
+        The session: the tree root that runs it, its incarnation and its attempt counter.
+    round : int
+        Round within the epoch.
+    phase : int
+        ``REDUCE_UP`` (a subtree's partial sum of round ``round``, to the parent),
+        ``REDUCE_DOWN`` (start round ``round``; ``vector`` is the result of round - 1 and
+        ``size`` the length of this round's contributions), ``REDUCE_FINAL`` (``vector`` is the
+        agreed state) or ``REDUCE_ABORT`` (a member left: restart, towards the root).
+    size : int
+    vector : ndarray of shape (k,), float64
+    """
+
+    sender: int
+    incarnation: int
+    seq: int
+    root: int
+    root_inc: int
+    epoch: int
+    round: int
+    phase: int
+    size: int
+    vector: np.ndarray
+
+
+Message = Hello | Heartbeat | Fuse | Goodbye | StatusRequest | StatusReply | Reduce
