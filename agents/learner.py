@@ -46,6 +46,7 @@ from typing import Literal
 import numpy as np
 import scipy.linalg as sla
 import torch
+
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.errors import (
     EmptyBatchError,

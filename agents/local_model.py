@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
 from swarmgp.fusion.encoders import AnalyticEncoder, ImportanceEncoder, check_batch
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.errors import SwarmGPError

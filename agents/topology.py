@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
 from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = [

@@ -50,6 +50,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.linalg as sla
+
 from swarmgp.fusion.design import scaled_design
 from swarmgp.fusion.encoding import unit_se_kernel
 from swarmgp.fusion.errors import EmptyBatchError, NonFiniteError, NotPositiveDefinite, ShapeError

@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
 from swarmgp.fusion.errors import ShapeError
 
 __all__ = ["first_primes", "halton", "scaled_design"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.errors import EmptyBatchError, NumericalWarning, ShapeError
 from swarmgp.fusion.hyper import Hyperparameters

@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 import scipy.linalg as sla
+
 from swarmgp.fusion.design import halton
 from swarmgp.fusion.errors import IncompatibleEncoding, ShapeError
 from swarmgp.fusion.linalg import cholesky

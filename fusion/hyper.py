@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from swarmgp.fusion.errors import ShapeError
 from swarmgp.fusion.linalg import as_float64
 

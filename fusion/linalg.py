@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg as sla
+
 from swarmgp.fusion.errors import NonFiniteError, NotPositiveDefinite, NumericalWarning, ShapeError
 
 __all__ = [

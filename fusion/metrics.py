@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from swarmgp.fusion.summary import Summary
 
 __all__ = ["consistency_rel_err", "nlpd", "rmse"]

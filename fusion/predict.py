@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
+
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.hyper import Hyperparameters
 from swarmgp.fusion.linalg import as_float64

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 
 import numpy as np
+
 from swarmgp.fusion.hyper import Hyperparameters
 
 __all__ = ["latent_moments", "psi1", "psi2_quadform", "psi2_stack", "psi2_sum"]

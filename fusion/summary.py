@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
 from swarmgp.fusion.errors import FusionError, IncompatibleEncoding, ShapeError
 from swarmgp.fusion.linalg import check_spd, cho_solve, pack_symmetric, symmetrize, unpack_symmetric
 

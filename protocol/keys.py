@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
-from swarmgp.protocol.errors import KeyringError
 from zmq.utils import z85
+
+from swarmgp.protocol.errors import KeyringError
 
 __all__ = ["ALLOW_FILE", "OPERATOR", "Keyring", "load_keyring", "make_keyring"]
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from swarmgp.fusion.encoders import AnalyticEncoder
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.hyper import Hyperparameters
 from swarmgp.fusion.predict import predict
 from swarmgp.fusion.summary import Summary, fuse
-
 from swarmgp.sim.metrics import score_prediction
 from swarmgp.sim.streams import Streams
 
