@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 
 import zmq
 import zmq.asyncio
+
 from swarmgp.fusion.summary import Summary
 from swarmgp.protocol.codec import (
     MAX_ARRAY_BYTES,

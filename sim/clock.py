@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 from typing import Any
+
 from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = ["ClockError", "EventQueue", "VirtualClock"]

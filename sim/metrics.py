@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from swarmgp.agents.topology import Adjacency, components
 from swarmgp.fusion.metrics import nlpd, rmse
 from swarmgp.fusion.summary import Summary, fuse
-
 from swarmgp.sim.network import Partition
 from swarmgp.sim.streams import Streams
-from swarmgp.agents.topology import Adjacency, components
 
 __all__ = [
     "AgentScores",

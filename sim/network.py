@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = [

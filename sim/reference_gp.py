@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import torch
+
 from swarmgp.fusion.errors import EmptyBatchError, NumericalWarning, ShapeError
 from swarmgp.fusion.linalg import as_float64
 

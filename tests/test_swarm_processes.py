@@ -15,12 +15,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import launch  # noqa: E402
 from swarmgp.agents.runtime.identity import resolve_identity  # noqa: E402
 from swarmgp.agents.runtime.local import LocalSwarm  # noqa: E402
 from swarmgp.agents.runtime.rendezvous import read_records  # noqa: E402
 from swarmgp.agents.runtime.report import REQUIRED_KEYS  # noqa: E402
-
-import launch  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.zmq]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from swarmgp.agents.agent import Agent, StaticModel
 from swarmgp.agents.config import AgentConfig, TimingConfig
 from swarmgp.fusion.summary import Summary, fuse

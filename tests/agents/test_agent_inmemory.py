@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _swarm import Swarm, random_summary, ring
+
 from swarmgp.protocol.messages import NO_PARENT
 
 pytestmark = pytest.mark.timeout(120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from _swarm import HASH, Swarm, random_summary, ring
+
 from swarmgp.agents.peers import Admit, Limits, PeerTable, incarnation_limit
 from swarmgp.agents.tree import SpanningTree
 from swarmgp.protocol.messages import Fuse, Goodbye, Heartbeat, Hello, StatusRequest, TreeState

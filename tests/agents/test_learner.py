@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from swarmgp.agents import learner as learner_mod
 from swarmgp.agents.learner import (
     Learner,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from swarmgp.agents.local_model import LocalModel, LocalModelConfig
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding
 from swarmgp.fusion.errors import EmptyBatchError, NonFiniteError, ShapeError

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from swarmgp.agents.run_config import ConfigError, RunConfig, dump_toml, settings_of
 
 import launch
+from swarmgp.agents.run_config import ConfigError, RunConfig, dump_toml, settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

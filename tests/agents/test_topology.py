@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from swarmgp.agents.topology import (
     TOPOLOGIES,
     TopologyError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from swarmgp.agents.tree import SpanningTree
 from swarmgp.protocol.messages import NO_PARENT, TreeState
 

@@ -11,6 +11,7 @@ from reference import (
     sgpr_bias_predict,
 )
 from scipy.optimize import minimize
+
 from swarmgp.fusion import (
     CollectiveParams,
     EmptyBatchError,

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from swarmgp.fusion import EncodingSpec, ShapeError, make_encoding
 from swarmgp.fusion.design import first_primes, halton, scaled_design
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from swarmgp.fusion.encoders import AnalyticEncoder, ImportanceEncoder
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding
 from swarmgp.fusion.errors import EmptyBatchError, NonFiniteError, ShapeError

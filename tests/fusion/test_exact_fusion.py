@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reference import RTOL_EXACT, dtc_predictive_mean, posterior_u_paper
+
 from swarmgp.fusion.encoders import AnalyticEncoder
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding
 from swarmgp.fusion.hyper import Hyperparameters

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from reference import mc_predictive
+
 from swarmgp.fusion.encoders import AnalyticEncoder
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding
 from swarmgp.fusion.errors import NumericalWarning

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from reference import ATOL_MC, psi1_loop, psi2_loop
+
 from swarmgp.fusion.hyper import Hyperparameters
 from swarmgp.fusion.psi import psi1, psi2_quadform, psi2_stack, psi2_sum
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import RTOL_EXACT
+
 from swarmgp.fusion.errors import IncompatibleEncoding, NotPositiveDefinite, ShapeError
 from swarmgp.fusion.summary import Summary, combine, fuse, prior_summary, subtract
 

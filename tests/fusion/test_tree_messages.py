@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reference import RTOL_EXACT
+
 from swarmgp.fusion.summary import Summary, fuse, prior_summary
 from swarmgp.fusion.tree import tree_fused, tree_message
 

@@ -9,6 +9,7 @@ import zlib
 import msgpack
 import numpy as np
 import pytest
+
 from swarmgp.fusion.summary import Summary
 from swarmgp.protocol import errors as E
 from swarmgp.protocol.codec import MAX_HEADER_BYTES, decode, encode, packed_len

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from swarmgp.fusion.summary import Summary
 from swarmgp.protocol.codec import decode, encode
 from swarmgp.protocol.errors import DecodeError

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+
 from swarmgp.fusion.summary import Summary
 from swarmgp.protocol.codec import encode
 from swarmgp.protocol.messages import Fuse, Goodbye, Heartbeat, Hello, TreeState

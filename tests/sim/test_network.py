@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from swarmgp.fusion.summary import prior_summary
 from swarmgp.protocol.messages import Fuse, Goodbye, TreeState
 from swarmgp.sim.clock import ClockError, EventQueue, VirtualClock

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from swarmgp.sim.reference_gp import exact_gp_predict, kmeans_init, sgpr_pooled
+
 from swarmgp.fusion.errors import EmptyBatchError, NonFiniteError, ShapeError
+from swarmgp.sim.reference_gp import exact_gp_predict, kmeans_init, sgpr_pooled
 
 #: The baseline must beat predicting the training mean by this factor in RMSE.
 RMSE_GAIN = 3.0

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from swarmgp.agents.run_config import RunConfig
+from swarmgp.agents.runtime.report import REQUIRED_KEYS, check_report, comparable
+from swarmgp.agents.topology import TOPOLOGIES
 from swarmgp.fusion.summary import fuse
 from swarmgp.sim.metrics import live_components
 from swarmgp.sim.network import ChurnEvent, Partition
-from swarmgp.agents.runtime.report import REQUIRED_KEYS, check_report, comparable
-from swarmgp.agents.run_config import RunConfig
 from swarmgp.sim.swarm import Swarm, build_swarm, run_simulation
-from swarmgp.agents.topology import TOPOLOGIES
 
 #: The simulator's former defaults, and the paper's per-agent mode these tests were written for.
 BASE = dict(agents=16, topology="geometric", batches=10, batch_size=20, mode="paper")
