@@ -20,7 +20,7 @@ Messages (:class:`~swarmgp.protocol.messages.Reduce`), tagged by the session
   a new epoch (the sums would otherwise mix member sets).
 
 Loss is repaired by full-state resend every ``resend_s`` (the last UP to the parent until the
-next DOWN arrives, the last DOWN or FINAL to the children); duplicates are idempotent by
+next DOWN arrives, the last DOWN to the children whose UP has not arrived); duplicates are idempotent by
 ``(session, round)``. A member that receives a DOWN of a session it has not followed from
 round 0 (a newcomer, or one re-parented from another tree) is a *spectator* for that session:
 it contributes the program's neutral vector and adopts the FINAL. The root restarts the session
@@ -365,7 +365,9 @@ class AllReduce:
             if self._up is not None and not tv.is_root and tv.parent != NO_PARENT:
                 out.append((tv.parent, self._msg(tv, REDUCE_UP, self._round, self._size, self._up)))
             if self._down is not None and self._down[0] == self._round:
+                # a child's UP of this round acknowledges the DOWN: resend only to the others
                 r, size, v = self._down
-                out += [(k, self._msg(tv, REDUCE_DOWN, r, size, v)) for k in sorted(tv.children)]
+                late = sorted(k for k in tv.children if k not in self._parts)
+                out += [(k, self._msg(tv, REDUCE_DOWN, r, size, v)) for k in late]
         tv.counters["allreduce.resend"] += len(out)
         return out

@@ -90,7 +90,7 @@ def collective_timing(cfg: RunConfig) -> AllReduceTiming:
     t = protocol_timing(cfg)
     wait = max(2.0 * t.peer_timeout_s, 3.0 * cfg.timing.batch_interval)
     return AllReduceTiming(
-        resend_s=t.heartbeat_s,
+        resend_s=t.heartbeat_s / 5,  # rounds are sequential: repair loss quickly
         settle_s=2.0 * t.heartbeat_s,
         round_timeout_s=2.0 * t.peer_timeout_s,
         ready_wait_s=wait * max(1, getattr(cfg.model, "warmup_batches", 2)),
