@@ -155,3 +155,32 @@ def test_importing_the_agent_core_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "", f"importing the core loads {out.stdout.strip()}"
+
+
+_AGENT_PROCESS_PROBE = """
+import sys
+sys.path.insert(0, {root!r})
+import launch
+import swarmgp.agents.runtime.node as node
+
+def built(agent, transport, **kw):  # stands in for the run loop: the agent is built, not yet fed
+    heavy = ('torch', 'gpytorch', 'scipy.stats', 'scipy.optimize', 'pandas', 'matplotlib')
+    print('HEAVY=' + ','.join(m for m in heavy if m in sys.modules))
+    return 0
+
+node.run = built
+sys.exit(launch.main({argv!r}))
+"""
+
+
+@pytest.mark.parametrize("learn", ["--learn", "--no-learn"])
+@pytest.mark.parametrize("mode", ["paper", "collective"])
+def test_an_agent_process_starts_without_heavy_imports(mode: str, learn: str) -> None:
+    """``launch.py agent`` imports no torch/scipy.stats up to its first batch (issue 12)."""
+    argv = ["agent", "--id", "0", "--agents", "2", "--mode", mode, learn, "--log-level", "ERROR"]
+    code = _AGENT_PROCESS_PROBE.format(root=str(ROOT), argv=argv)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    line = [x for x in out.stdout.splitlines() if x.startswith("HEAVY=")]
+    assert line == ["HEAVY="], f"an agent process loads {line} before learning\n{out.stderr}"
