@@ -177,7 +177,8 @@ class NetworkConfig:
     churn : tuple of ChurnEvent
         Membership changes the driver applies.
     size_model : {"codec", "estimate"}
-        Count bytes by the codec's encoded length (when importable) or by the estimate.
+        Count bytes by the codec's exact encoded length (``protocol.sizes``, computed from the
+        header fields and array shapes without encoding) or by the estimate.
     """
 
     base_latency_s: float = 0.005
@@ -260,14 +261,14 @@ def estimate_size(msg: object) -> int:
 
 
 def _codec_size(encoding_hash: str, m: int) -> Callable[[object], int] | None:
+    # the codec's exact length from the header fields and array shapes (no packing, no crc32)
     try:
-        from swarmgp.protocol.codec import encode
+        from swarmgp.protocol.sizes import encoded_size
     except ImportError:
         return None
 
     def size(msg: object) -> int:
-        frames = encode(msg, encoding_hash, m)  # type: ignore[arg-type]
-        return sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)
+        return encoded_size(msg, encoding_hash, m)
 
     return size
 
