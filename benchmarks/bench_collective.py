@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from swarmgp.agents.collective_model import CollectiveEncoding, CollectiveModel, _Standard
 from swarmgp.agents.run_config import RunConfig
 from swarmgp.fusion.collapsed import initial_params

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from swarmgp.agents.agent import Agent
 from swarmgp.agents.allreduce import AllReduceTiming
 from swarmgp.agents.collective_model import CollectiveEncoding, CollectiveModel
 from swarmgp.agents.config import AgentConfig, TimingConfig
 from swarmgp.protocol.transport import InMemoryNetwork
-
 from tests.agents._swarm import neighbours
 
 

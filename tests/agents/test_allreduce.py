@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
     batch_stats,
     initial_params,
     pooled_bound_and_grad,
 )
-
 from tests.agents._collective import CollectiveSwarm
 from tests.agents._swarm import ring
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from swarmgp.agents.collective_model import CollectiveEncoding, CollectiveModel, stats_from_summary
 from swarmgp.agents.run_config import RunConfig
 from swarmgp.fusion.collapsed import CollectiveParams, batch_stats, features
@@ -14,7 +15,6 @@ from swarmgp.sim.metrics import live_components
 from swarmgp.sim.network import Partition
 from swarmgp.sim.streams import Streams
 from swarmgp.sim.swarm import Swarm, build_swarm, run_simulation
-
 from tests.agents._collective import CollectiveSwarm
 from tests.agents._swarm import ring
 from tests.reference import sgpr_bias_predict
@@ -177,6 +177,8 @@ def test_nlpd_near_the_true_model_on_a_task_drawn_from_it() -> None:
     r = run_simulation(
         Settings(agents=A, topology="ring", inducing=30, test_points=300, seed=5), streams=streams
     )
-    nlpd_true = float(np.mean(0.5 * np.log(2 * np.pi * true.sn**2) + 0.5 * (yt - ft) ** 2 / true.sn**2))
+    nlpd_true = float(
+        np.mean(0.5 * np.log(2 * np.pi * true.sn**2) + 0.5 * (yt - ft) ** 2 / true.sn**2)
+    )
     assert r["consistent"]
     assert r["nlpd_fused"] <= nlpd_true + 0.05, (r["nlpd_fused"], nlpd_true)
