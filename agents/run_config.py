@@ -177,8 +177,10 @@ class DataConfig(_Section):
         None, "declared FeatureConfig JSON shared by the swarm", metavar="FILE"
     )
     dim: int = _opt(2, "synthetic: input dimension", check=at_least(1))
-    groups: int | None = _opt(
-        None, "synthetic: distinct projections W_g (default min(agents, 8))", check=at_least(1)
+    groups: int = _opt(
+        1,
+        "synthetic: phenomena the agents see (agent a sees u through W_g, g = a mod G)",
+        check=at_least(1),
     )
     spread: float = _opt(0.3, "synthetic: W_g = I + spread * N(0,1)/sqrt(d)", check=at_least(0.0))
     noise: float = _opt(0.1, "synthetic: observation noise std", check=above(0.0))

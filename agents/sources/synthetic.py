@@ -38,7 +38,7 @@ class SyntheticSpec:
     n_features : int
         Random Fourier features of ``u`` (URI option ``features``).
     groups : int or None
-        Distinct projections G; None: ``min(n_agents, 8)``.
+        Distinct projections G (phenomena); default 1, as ``--groups``; None: ``min(n_agents, 8)``.
     spread : float
         Projection perturbation: ``W_g = I + spread * N(0, 1) / sqrt(d)``.
     noise : float
@@ -54,7 +54,7 @@ class SyntheticSpec:
     d: int = 2
     n: int = 1000
     n_features: int = 512
-    groups: int | None = None
+    groups: int | None = 1
     spread: float = 0.3
     noise: float = 0.1
     signal: float = 1.0

@@ -129,7 +129,7 @@ class SyntheticWorld:
 
     @classmethod
     def from_config(cls, data: DataSettings, n_agents: int, seed: int) -> SyntheticWorld:
-        """The world of a run: ``G = data.groups or min(n_agents, 8)``, ``d = data.dim``.
+        """The world of a run: ``G = data.groups`` (None: ``min(n_agents, 8)``), ``d = data.dim``.
 
         Parameters
         ----------

@@ -77,7 +77,7 @@ def _csv(tmp_path: Path) -> Path:
 
 
 def test_synthetic_sim_and_agent_get_the_same_rows() -> None:
-    data = DataConfig(batches=3, batch_size=6, dim=3, spread=0.4, noise=0.2)
+    data = DataConfig(batches=3, batch_size=6, dim=3, groups=5, spread=0.4, noise=0.2)
     sim = make_streams(data, agents=5, seed=SEED, test_points=30)
     manifest = DataManifest.from_json(declare_data(data, 5, SEED).to_json())  # as shipped
     assert manifest.n_agents == 5 and manifest.d == 3 and manifest.kind == "synthetic"
@@ -100,8 +100,10 @@ def test_synthetic_default_agents_and_groups() -> None:
     data = DataConfig(batches=1, batch_size=2)
     sim = make_streams(data, agents=None, seed=0, test_points=4)
     m = declare_data(data, None, 0)
-    assert sim.n_agents == m.n_agents == 8 and m.world is not None and m.world.groups == 8
-    big = declare_data(data, 20, 0)
+    # one phenomenon by default: every agent sees the same function
+    assert sim.n_agents == m.n_agents == 8 and m.world is not None and m.world.groups == 1
+    eight = DataConfig(batches=1, batch_size=2, groups=8)
+    big = declare_data(eight, 20, 0)
     assert big.world is not None and big.world.groups == 8 and big.world.group_of(13) == 5
 
 
@@ -202,11 +204,11 @@ def test_random_holdout_is_content_based_and_stable_across_processes() -> None:
 
 
 def test_synthetic_source_replays_the_world() -> None:
-    spec = SyntheticSpec(n_agents=3, d=2, n=40, noise=0.1, spread=0.3, seed=5)
-    rows = list(open_source("synthetic:agents=3,d=2,n=40,noise=0.1,spread=0.3,seed=5"))
+    spec = SyntheticSpec(n_agents=3, d=2, n=40, groups=3, noise=0.1, spread=0.3, seed=5)
+    rows = list(open_source("synthetic:agents=3,d=2,n=40,groups=3,noise=0.1,spread=0.3,seed=5"))
     world = spec.world
     assert world == SyntheticWorld(seed=5, d=2, groups=3, spread=0.3, noise=0.1)
-    data = DataConfig(batches=4, batch_size=10, dim=2, spread=0.3, noise=0.1)
+    data = DataConfig(batches=4, batch_size=10, dim=2, groups=3, spread=0.3, noise=0.1)
     sim = make_streams(data, agents=3, seed=5, test_points=10)
     for a in range(3):
         X = np.stack([o.x for o in rows if o.agent == str(a)])
