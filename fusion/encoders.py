@@ -76,7 +76,7 @@ class AnalyticEncoder:
         """
         X, y = check_batch(X, y, self.encoding.d)
         P1 = psi1(X, self.encoding.Z, hyper)  # [n, m]
-        C = psi2_sum(X, self.encoding.Z, hyper)  # [m, m]
+        C = psi2_sum(X, self.encoding.Z, hyper, self.encoding.pairs)  # [m, m], pair form
         self._C += C / hyper.sn2
         self._c += (P1.T @ y) / hyper.sn2
         self.n_obs += X.shape[0]

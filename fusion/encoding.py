@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ import scipy.linalg as sla
 from swarmgp.fusion.design import halton
 from swarmgp.fusion.errors import IncompatibleEncoding, ShapeError
 from swarmgp.fusion.linalg import cholesky
+from swarmgp.fusion.psi import pair_features
 
 __all__ = ["Design", "Encoding", "EncodingSpec", "make_encoding", "unit_se_kernel"]
 
@@ -139,6 +141,15 @@ class Encoding:
     def d(self) -> int:
         """Latent dimension."""
         return self.spec.d
+
+    @cached_property
+    def pairs(self) -> np.ndarray:
+        """``pair_features(Z)`` for the pair form of Psi_2, shape (m(m+1)/2, 3d + 1).
+
+        Built once on first use and shared by every encoder of this encoding (it depends on Z
+        only; 0.77 MB at m = 100, d = 6).
+        """
+        return pair_features(self.Z)
 
     def whiten(self, C: np.ndarray) -> np.ndarray:
         """``L^{-1} C L^{-T}`` for symmetric C of shape (m, m), symmetrized."""

@@ -27,11 +27,21 @@ from collections.abc import Iterator
 import numpy as np
 
 from swarmgp.fusion.hyper import Hyperparameters
+from swarmgp.fusion.linalg import unpack_symmetric
 
-__all__ = ["latent_moments", "psi1", "psi2_quadform", "psi2_stack", "psi2_sum"]
+__all__ = [
+    "latent_moments",
+    "pair_features",
+    "psi1",
+    "psi2_quadform",
+    "psi2_stack",
+    "psi2_sum",
+]
 
 #: Points per chunk when evaluating Psi_2 for many inputs, to bound memory at n_chunk * m^2.
 PSI2_CHUNK = 64
+#: Points per chunk of the pair form (a chunk is n_chunk * m(m+1)/2 values).
+PSI2_PAIR_CHUNK = 256
 
 
 def latent_moments(X: np.ndarray, hyper: Hyperparameters) -> tuple[np.ndarray, np.ndarray]:
@@ -117,20 +127,78 @@ def _psi2_chunks(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> Iterat
         yield E
 
 
-def psi2_sum(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> np.ndarray:
+def pair_features(Z: np.ndarray) -> np.ndarray:
+    """Features of the pairs ``j <= k`` of inducing inputs for :func:`psi2_sum`'s pair form.
+
+    Row ``p`` of the result, for the p-th pair ``(j, k)`` of ``numpy.triu_indices(m)``, is
+    ``[z_j * z_k, z_j + z_k, z_j^2 + z_k^2, 1]``, so that with the per-point row
+    ``[B, u, w, c]`` (see :func:`psi2_sum`) their dot product is ``log(Psi_2(x)[j, k] / s^2)``.
+    It depends on Z only: compute it once per encoding
+    (:attr:`~swarmgp.fusion.encoding.Encoding.pairs`).
+
+    Parameters
+    ----------
+    Z : ndarray of shape (m, d)
+
+    Returns
+    -------
+    ndarray of shape (m(m+1)/2, 3d + 1)
+    """
+    m, d = Z.shape
+    iu, ju = np.triu_indices(m)  # the order of pack_symmetric
+    Zj, Zk = Z[iu], Z[ju]  # [P, d]
+    F = np.empty((iu.shape[0], 3 * d + 1))  # [P, 3d+1]
+    np.multiply(Zj, Zk, out=F[:, :d])
+    np.add(Zj, Zk, out=F[:, d : 2 * d])
+    np.add(Zj * Zj, Zk * Zk, out=F[:, 2 * d : 3 * d])
+    F[:, 3 * d] = 1.0
+    return F
+
+
+def _point_features(X: np.ndarray, hyper: Hyperparameters) -> np.ndarray:
+    """Per-point rows ``[B, u, w, c]`` of the pair form, shape (n, 3d + 1)."""
+    nu, v = latent_moments(X, hyper)
+    a = 1.0 + 2.0 * v  # [n, d]
+    d = a.shape[1]
+    A = np.empty((X.shape[0], 3 * d + 1))
+    np.multiply(0.5, 1.0 - 1.0 / a, out=A[:, :d])  # B: the z_j^T B z_k term
+    np.divide(nu, a, out=A[:, d : 2 * d])  # u: g_j = u.z_j + w.z_j^2
+    np.multiply(-0.25, 1.0 + 1.0 / a, out=A[:, 2 * d : 3 * d])  # w
+    A[:, 3 * d] = -0.5 * np.log(a).sum(1) - ((nu * nu) / a).sum(1)  # c
+    return A
+
+
+def psi2_sum(
+    X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters, pairs: np.ndarray | None = None
+) -> np.ndarray:
     """``sum_n Psi_2(x_n)``: the batch's ``C_II = E_q(W)[K_ID K_DI]`` (COOL-GP eq. 2).
+
+    With ``pairs`` (:func:`pair_features` of Z) it is evaluated in the pair form: one GEMM
+    ``[n, 3d+1] x [3d+1, m(m+1)/2]`` gives ``log Psi_2 / s^2`` on the upper triangle, one exp
+    pass, one sum over the points; half the entries of the square form and no broadcast adds.
 
     Parameters
     ----------
     X : ndarray of shape (n, d)
     Z : ndarray of shape (m, d)
     hyper : Hyperparameters
+    pairs : ndarray of shape (m(m+1)/2, 3d + 1) or None
+        ``pair_features(Z)``; None evaluates the square (chunk, m, m) form.
 
     Returns
     -------
     ndarray of shape (m, m), symmetric
     """
     m = Z.shape[0]
+    if pairs is not None:
+        A = _point_features(X, hyper)  # [n, 3d+1]
+        tri = np.zeros(pairs.shape[0])  # [P]
+        for lo in range(0, X.shape[0], PSI2_PAIR_CHUNK):
+            E = A[lo : lo + PSI2_PAIR_CHUNK] @ pairs.T  # [k, P]
+            np.exp(E, out=E)
+            tri += E.sum(0)
+        tri *= hyper.s**2
+        return unpack_symmetric(tri, m)
     out = np.zeros((m, m))
     for E in _psi2_chunks(X, Z, hyper):
         out += E.sum(0)

@@ -55,3 +55,19 @@ def test_deterministic_w_reduces_to_kernel_products(rng):
     k = h.s * np.exp(-0.5 * (((X @ W.T)[:, None, :] - Z[None]) ** 2).sum(-1))
     np.testing.assert_allclose(psi1(X, Z, h), k, rtol=1e-12)
     np.testing.assert_allclose(psi2_sum(X, Z, h), k.T @ k, rtol=1e-11, atol=1e-15)
+
+
+def test_pair_form_equals_the_square_form(rng):
+    """Psi_2 in the pair-feature form (one GEMM, one exp pass) = the square form to 1e-12."""
+    from swarmgp.fusion.encoding import EncodingSpec, make_encoding
+    from swarmgp.fusion.psi import PSI2_PAIR_CHUNK, pair_features
+
+    for d, m, n in ((1, 1, 1), (2, 7, 5), (3, 50, 20), (6, 100, 20), (2, 9, PSI2_PAIR_CHUNK + 3)):
+        X, Z, h = rng.normal(size=(n, d)), rng.uniform(-2, 2, size=(m, d)), _hyper(rng, d)
+        square = psi2_sum(X, Z, h)
+        pair = psi2_sum(X, Z, h, pair_features(Z))
+        np.testing.assert_allclose(pair, square, rtol=1e-12, atol=1e-12 * np.abs(square).max())
+        assert np.array_equal(pair, pair.T)
+    enc = make_encoding(EncodingSpec(d=2, m=9))
+    assert enc.pairs is enc.pairs  # built once per encoding
+    np.testing.assert_array_equal(enc.pairs, pair_features(enc.Z))
