@@ -72,6 +72,10 @@ class LocalModel:
         Draws the importance encoder's prior samples.
     """
 
+    #: Its summaries come from ``identity_plus_psd``, whose Cholesky already checks that P is
+    #: SPD, so the agent need not :meth:`~swarmgp.fusion.summary.Summary.validate` them again.
+    summary_validated = True
+
     def __init__(
         self, encoding: Encoding, config: LocalModelConfig, rng: np.random.Generator
     ) -> None:

@@ -314,8 +314,9 @@ class ScoringConfig(_Section):
         200, "test points of the per-round series", commands=frozenset({"sim"}), check=at_least(1)
     )
     baselines: tuple[str, ...] = _opt(
-        ("local", "oracle", "gpoe", "rbcm", "dpitc", "sgpr_pooled"),
-        "comma list of local,oracle,gpoe,rbcm,dpitc,sgpr_pooled ('' for none)",
+        ("local", "oracle", "gpoe", "rbcm", "dpitc"),
+        "comma list of local,oracle,gpoe,rbcm,dpitc,sgpr_pooled ('' for none; sgpr_pooled, the"
+        " centralized GPyTorch SGPR on the pooled data, is costly and off by default)",
         commands=frozenset({"sim"}),
         check=lambda v: (
             None

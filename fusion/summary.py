@@ -137,7 +137,7 @@ def combine(a: Summary, b: Summary) -> Summary:
     """
     _require_compatible(a, b)
     P = a.P + b.P
-    P[np.diag_indices_from(P)] -= 1.0  # minus the whitened prior precision I
+    P.flat[:: P.shape[0] + 1] -= 1.0  # minus the whitened prior precision I (the diagonal)
     return Summary(P, a.h + b.h, a.n_obs + b.n_obs, a.n_agents + b.n_agents, a.encoding_hash)
 
 
@@ -145,7 +145,7 @@ def subtract(a: Summary, b: Summary) -> Summary:
     """Inverse of :func:`combine`: ``R_a - R_b + R_0`` (what a holds beyond b)."""
     _require_compatible(a, b)
     P = a.P - b.P
-    P[np.diag_indices_from(P)] += 1.0
+    P.flat[:: P.shape[0] + 1] += 1.0
     return Summary(P, a.h - b.h, a.n_obs - b.n_obs, a.n_agents - b.n_agents, a.encoding_hash)
 
 
@@ -166,13 +166,17 @@ def fuse(summaries: Iterable[Summary], m: int, encoding_hash: str) -> Summary:
     P = np.zeros((m, m))
     h = np.zeros(m)
     n_obs = n_agents = count = 0
-    ref = prior_summary(m, encoding_hash)
     for s in summaries:
-        _require_compatible(ref, s)
+        if s.encoding_hash != encoding_hash:
+            raise IncompatibleEncoding(
+                f"cannot fuse summaries of encodings {encoding_hash} and {s.encoding_hash}"
+            )
+        if s.h.shape != h.shape:
+            raise ShapeError(f"cannot fuse summaries of sizes {m} and {s.m}")
         P += s.P
         h += s.h
         n_obs += s.n_obs
         n_agents += s.n_agents
         count += 1
-    P[np.diag_indices_from(P)] -= count - 1.0
+    P.flat[:: m + 1] -= count - 1.0
     return Summary(P, h, n_obs, n_agents, encoding_hash)
