@@ -466,6 +466,90 @@ class CollectiveModel:
         self._refits[key] = (fused, q)
         return q
 
+    # --- durable agents (issue 10): state() / restore() for --state-dir -------------------
+
+    def state(self) -> dict[str, Any]:
+        """The warm-up buffer, or the agreed theta (with its hash) and the statistics.
+
+        Arrays and scalars for ``agents/runtime/snapshot.py``; a restored streaming model needs
+        no warm-up again.
+        """
+        st: dict[str, Any] = {"kind": "collective", "encoding": self.encoding.hash}
+        if self.params is None or self.std is None or self._stats is None:
+            st["phase"] = "warmup"
+            st["buffer"] = len(self._buffer)
+            for i, (X, y) in enumerate(self._buffer):
+                st[f"buffer.{i}.X"], st[f"buffer.{i}.y"] = X.copy(), y.copy()
+            return st
+        final = self.allreduce.final
+        if final is None:
+            final = np.concatenate(
+                [[float(self.learned), float(self.warmup_evals)], self.std.vector(),
+                 self.params.to_vector()]
+            )  # fmt: skip
+        st.update(
+            {
+                "phase": "stream",
+                "final": np.asarray(final, dtype=np.float64).copy(),
+                "theta_hash": self.params.hash(),
+                "stats": self._stats.pack(),
+                "n_obs": int(self._stats.n),
+            }
+        )
+        return st
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state` back; all-or-nothing.
+
+        Raises
+        ------
+        SwarmGPError
+            Another encoding, a theta whose hash differs, statistics that are not a Gram
+            matrix, or batches of the wrong shape (the model is unchanged).
+        """
+        enc = self.encoding
+        d, m = enc.d, enc.inducing
+        if state.get("kind") != "collective" or state.get("encoding") != enc.hash:
+            raise SwarmGPError(
+                f"state of a {state.get('kind')!r} model of encoding {state.get('encoding')!r}"
+            )
+        phase = state.get("phase")
+        if phase == "warmup":
+            k = state["buffer"]
+            if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 1 << 20:
+                raise SwarmGPError(f"state buffer: expected a count, got {k!r}")
+            buffer = [
+                check_batch(state[f"buffer.{i}.X"], state[f"buffer.{i}.y"], d) for i in range(k)
+            ]
+            self._buffer = [(X.copy(), y.copy()) for X, y in buffer]
+            return
+        if phase != "stream":
+            raise SwarmGPError(f"state phase {phase!r}")
+        final = np.asarray(state["final"], dtype=np.float64)
+        k = 2 + 4 * d + 2
+        if final.shape != (k + d + m * d + 3,) or not np.isfinite(final).all():
+            raise SwarmGPError(f"state final: expected {k + d + m * d + 3} values")
+        std = _Standard.from_vector(final[2:k].copy(), d)
+        theta = CollectiveParams.from_vector(final[k:], m, d)
+        if theta.hash() != state.get("theta_hash"):
+            raise SwarmGPError(
+                f"state theta hash {state.get('theta_hash')!r} differs from {theta.hash()}"
+            )
+        if not (np.all(std.sx > 0) and std.sy > 0):
+            raise SwarmGPError("state standardization: non-positive scales")
+        stats = Stats.unpack(np.asarray(state["stats"], dtype=np.float64), m)
+        if stats.n != state.get("n_obs"):
+            raise SwarmGPError(f"state n_obs {state.get('n_obs')!r} differs from {stats.n}")
+        # everything checked: apply
+        self._buffer = []
+        self._start_stream(std, theta, learned=bool(final[0]), evals=int(final[1]))
+        self._stats = stats
+        self._version += 1
+        self.allreduce.final = final.copy()
+        self.allreduce.finished = True
+
+    # --- end durable agents ----------------------------------------------------------------
+
 
 def stats_from_summary(
     s: Summary, v_theta: np.ndarray | None = None, counters: Counter[str] | None = None

@@ -173,3 +173,104 @@ class LocalModel:
             self._pred_cache[id(s)] = hit
         mean, var = predict(np.asarray(X), hit[1], self.encoding, self.hyper)  # type: ignore[arg-type]
         return mean, var + self.hyper.sn2
+
+    # --- durable agents (issue 10): state() / restore() for --state-dir -------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything learned so far, as arrays and scalars (``agents/runtime/snapshot.py``).
+
+        The encoder's running sums, its observation count, q(W), s, sigma_n, the batch and
+        failure counts and the learner's step counters and Adam moments.
+        """
+        enc = self.encoder
+        h = self.hyper
+        st: dict[str, Any] = {
+            "kind": "paper",
+            "encoder": self.config.encoder,
+            "encoding": self.encoding.hash,
+            "n_obs": int(enc.n_obs),
+            "batches": self.batches,
+            "learner_failures": self.learner_failures,
+            "hyper.mu": h.mu.copy(),
+            "hyper.log_sigma": h.log_sigma.copy(),
+            "hyper.log_s": h.log_s,
+            "hyper.log_sn": h.log_sn,
+        }
+        if isinstance(enc, ImportanceEncoder):
+            st.update({"enc.W": enc.W.copy(), "enc.A": enc._A.copy(), "enc.b": enc._b.copy()})
+        else:
+            st.update({"enc.C": enc._C.copy(), "enc.c": enc._c.copy()})
+        lr = self._learner
+        if lr is not None:
+            st.update({"learner.t": lr.t, "learner.n_batches": lr.n_batches})
+            if lr._m1 is not None and lr._m2 is not None:
+                st.update({"learner.m1": lr._m1.copy(), "learner.m2": lr._m2.copy()})
+        return st
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state` back; all-or-nothing.
+
+        Raises
+        ------
+        SwarmGPError
+            Another kind of model, encoder or encoding, or arrays of the wrong shape or with
+            non-finite entries (the model is unchanged).
+        """
+        d, m = self.encoding.d, self.encoding.m
+
+        def arr(name: str, shape: tuple[int, ...]) -> np.ndarray:
+            a = np.asarray(state[name], dtype=np.float64)
+            if a.shape != shape or not np.isfinite(a).all():
+                raise SwarmGPError(f"state {name}: expected finite {shape}, got {a.shape}")
+            return a.copy()
+
+        def count(name: str) -> int:
+            v = state[name]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise SwarmGPError(f"state {name}: expected a count, got {v!r}")
+            return v
+
+        if state.get("kind") != "paper" or state.get("encoder") != self.config.encoder:
+            raise SwarmGPError(
+                f"state of a {state.get('kind')!r}/{state.get('encoder')!r} model, "
+                f"this is paper/{self.config.encoder}"
+            )
+        if state.get("encoding") != self.encoding.hash:
+            raise SwarmGPError(f"state of encoding {state.get('encoding')!r}")
+        hyper = Hyperparameters(
+            arr("hyper.mu", (d, d)),
+            arr("hyper.log_sigma", (d, d)),
+            float(state["hyper.log_s"]),
+            float(state["hyper.log_sn"]),
+        )
+        n_obs, batches, failures = count("n_obs"), count("batches"), count("learner_failures")
+        enc = self.encoder
+        sums: list[np.ndarray]
+        if isinstance(enc, ImportanceEncoder):
+            M = enc.samples
+            sums = [arr("enc.W", (M, d, d)), arr("enc.A", (M, m, m)), arr("enc.b", (M, m))]
+        else:
+            sums = [arr("enc.C", (m, m)), arr("enc.c", (m,))]
+        learner: tuple[int, int, np.ndarray | None, np.ndarray | None] | None = None
+        if "learner.t" in state:
+            m1 = m2 = None
+            if "learner.m1" in state:
+                P = np.shape(state["learner.m1"])
+                m1, m2 = arr("learner.m1", P), arr("learner.m2", P)
+            learner = (count("learner.t"), count("learner.n_batches"), m1, m2)
+        # everything checked: apply
+        if isinstance(enc, ImportanceEncoder):
+            enc.W, enc._A, enc._b = sums
+            enc._cache_key = None
+        else:
+            enc._C, enc._c = sums
+        enc.n_obs = n_obs
+        enc._cached = None
+        self.hyper = hyper
+        self.batches, self.learner_failures = batches, failures
+        self._pred_cache.clear()
+        if learner is not None:
+            lr = self._get_learner()
+            lr.t, lr.n_batches, lr._m1, lr._m2 = learner
+
+    # --- end durable agents ----------------------------------------------------------------

@@ -391,6 +391,17 @@ class ProcessConfig(_Section):
         commands=_REAL,
         metavar="DIR",
     )
+    # durable agents (issue 10)
+    state_dir: str | None = _opt(
+        None,
+        "snapshot the agent's state here and restore it on restart (local: DIR/agent-<i>)",
+        commands=_REAL,
+        metavar="DIR",
+    )
+    snapshot_every: int = _opt(
+        1, "with --state-dir: snapshot after every K batches", commands=_REAL,
+        check=at_least(1), metavar="K",
+    )  # fmt: skip
     log_file: str | None = _opt(
         None, "log here instead of stderr", commands=frozenset({"agent"}), metavar="PATH"
     )

@@ -122,7 +122,13 @@ class LocalSwarm:
             str(self.dir),
             "--log-file",
             str(self.dir / f"agent-{i}.log"),
+            *self._state_args(i),  # durable agents (issue 10)
         ]
+
+    def _state_args(self, i: int) -> list[str]:
+        """``--state-dir DIR/agent-<i>`` when the run has a ``--state-dir DIR``."""
+        state_dir = getattr(self.cfg.process, "state_dir", None)
+        return ["--state-dir", str(Path(state_dir) / f"agent-{i}")] if state_dir else []
 
     def spawn(self, i: int) -> None:
         """Start agent i (replacing its rendezvous record)."""

@@ -8,6 +8,7 @@ endpoint, connects to its neighbours, and runs until SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -160,6 +161,15 @@ def _publish_and_connect(cfg: RunConfig, plan: NodePlan, transport: Any, incarna
             raise LaunchError(f"--connect: {item!r} is not ID=ENDPOINT") from None
 
 
+def _open_state(cfg: RunConfig, plan: NodePlan) -> Any:
+    """The agent's :class:`~swarmgp.agents.runtime.snapshot.Durable` store (``--state-dir``)."""
+    if not getattr(cfg.process, "state_dir", None):
+        return None
+    from swarmgp.agents.runtime.snapshot import Durable
+
+    return Durable.open(cfg, plan)
+
+
 def main(cfg: RunConfig) -> int:
     """Run one agent process until SIGINT/SIGTERM (``launch.py agent``)."""
     configure_threads()
@@ -169,6 +179,9 @@ def main(cfg: RunConfig) -> int:
 
     plan = plan_node(cfg)
     incarnation = time.time_ns()  # grows across restarts: a restart supersedes its past life
+    durable = _open_state(cfg, plan)  # durable agents (issue 10): None without --state-dir
+    if durable is not None:  # above the snapshot's own, even if the clock stepped back
+        incarnation = durable.new_incarnation(incarnation)
     setup_logging(plan.agent_id, incarnation, cfg.process.log_file, cfg.process.log_level)
     encoding = common_encoding(cfg, plan.manifest.d)
     counters: Counter[str] = Counter()
@@ -196,8 +209,14 @@ def main(cfg: RunConfig) -> int:
         status_extra=facts,
         counters=counters,
     )
+    if durable is not None:  # durable agents: restored before it starts; saved after batches
+        durable.restore(agent, time.monotonic())
+        facts.after_batch = durable.after_batch
+        atexit.register(durable.save)  # a clean stop keeps every batch learned
     _publish_and_connect(cfg, plan, zmq_transport, incarnation)
     batches: Iterator[Any] = agent_batches(plan.manifest, cfg.data, plan.agent_id, cfg.seed)
+    if durable is not None:  # resume after the last batch learned
+        batches = durable.feed(batches)
     transport: LiveTransport = zmq_transport
     if cfg.faults.loss > 0:
         rng = np.random.default_rng(

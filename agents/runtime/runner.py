@@ -87,12 +87,16 @@ class RunFacts:
         self.last_obs_wall: float | None = None
         self.last_fused_change_wall: float | None = None
         self.first_batch: str | None = None
+        #: Called as ``after_batch(X, y)`` after each batch learned (``--state-dir`` snapshots).
+        self.after_batch: Any = None
 
     def observed(self, X: np.ndarray, y: np.ndarray) -> None:
         """Note a batch the agent learned (its arrival time; a digest of the first one)."""
         self.last_obs_wall = time.time()
         if self.first_batch is None:
             self.first_batch = batch_digest(X, y)
+        if self.after_batch is not None:  # durable agents (issue 10)
+            self.after_batch(X, y)
 
     def __call__(self) -> dict[str, Any]:
         return {
