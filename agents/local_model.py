@@ -254,8 +254,8 @@ class LocalModel:
         learner: tuple[int, int, np.ndarray | None, np.ndarray | None] | None = None
         if "learner.t" in state:
             m1 = m2 = None
-            if "learner.m1" in state:
-                P = np.shape(state["learner.m1"])
+            if "learner.m1" in state or "learner.m2" in state:  # Adam's moments: both
+                P = (2 * d * d + 2,)
                 m1, m2 = arr("learner.m1", P), arr("learner.m2", P)
             learner = (count("learner.t"), count("learner.n_batches"), m1, m2)
         # everything checked: apply
