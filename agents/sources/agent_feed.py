@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ __all__ = [
     "table_test_set",
     "test_set",
 ]
+
+log = logging.getLogger("swarmgp.agents.sources")
 
 #: Returned by :class:`DataFeed` when no full batch is ready yet (the runner polls again).
 NOT_READY: Any = object()
@@ -281,8 +284,14 @@ def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTab
     with open_source(data.data, schema=schema, on_bad="count") as src:
         rows = list(src)
         stats = src.stats.as_dict()
+    rejected = _rejected_text(stats)
     if not rows:
-        raise SourceConfigError(f"--data {data.data}: the source holds no valid row")
+        raise SourceConfigError(
+            f"--data {data.data}: the source holds no valid row"
+            + (f" (rejected: {rejected}; see the warnings above)" if rejected else "")
+        )
+    if rejected:
+        log.warning("--data %s: %d rows accepted, rejected %s", data.data, len(rows), rejected)
     holdout = Holdout(data.holdout, data.holdout_every, seed)
     if schema.agent is not None:
         splitter = Splitter.by_column((o.agent for o in rows), n_agents, holdout, seed)
@@ -297,7 +306,19 @@ def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTab
     if not train:
         raise SourceConfigError(f"--data {data.data}: every row is held out")
     if data.features:
-        cfg = FeatureConfig.from_json(Path(data.features).read_text(encoding="utf-8"))
+        try:
+            text = Path(data.features).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SourceOpenError(data.features, f"--features: cannot read: {why}") from None
+        try:
+            cfg = FeatureConfig.from_json(text)
+        except (ValueError, TypeError, RecursionError) as exc:
+            if isinstance(exc, SourceConfigError):
+                raise SourceConfigError(f"--features {data.features}: {exc}") from None
+            raise SourceConfigError(
+                f"--features {data.features}: not a FeatureConfig JSON: {exc}"
+            ) from None
     else:
         cfg = FeatureConfig(
             input_names=schema.inputs, standardize=True, standardize_y=True, prefix=len(train)
@@ -313,6 +334,12 @@ def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTab
         splitter=splitter,
     )
     return LoadedTable(manifest, rows, per, held, stats)
+
+
+def _rejected_text(stats: dict[str, Any]) -> str:
+    """``"non_numeric 2, overflow 1"`` from a source's counters ('' when nothing was rejected)."""
+    rejected = stats.get("rejected") or {}
+    return ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()))
 
 
 def declare_data(data: DataSettings, n_agents: int | None, seed: int) -> DataManifest:
@@ -613,6 +640,7 @@ class DataFeed:
                 items = self.queue.get_many(256, timeout=0.0)
             except QueueClosed:  # the stream ended (a failed source re-raises its own error)
                 self._done = True
+                self._log_end()
                 last = self.batcher.flush() if self.keep_partial else None
                 if last is None:
                     raise StopIteration from None
@@ -627,6 +655,7 @@ class DataFeed:
                 items = self.queue.get_many(4096, timeout=0.0)
             except QueueClosed:
                 assert self.order is not None
+                self._log_end()
                 rows = order_rows(self._rows, self.order, self.manifest.seed, self.agent_id)
                 self._rows = []
                 self._ready = deque(
@@ -651,6 +680,18 @@ class DataFeed:
         self.emitted += 1
         tb = self.transform.apply_batch(b)
         return tb.X, tb.y
+
+    def _log_end(self) -> None:
+        stats = self.source.stats.as_dict()
+        rejected = _rejected_text(stats)
+        if rejected:
+            log.warning(
+                "agent %d: --data %s ended: %d rows accepted, rejected %s",
+                self.agent_id,
+                self.manifest.uri,
+                stats["accepted"],
+                rejected,
+            )
 
     @property
     def stats(self) -> dict[str, Any]:

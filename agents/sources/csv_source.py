@@ -49,7 +49,8 @@ class CsvSource(Source):
 
     def _open(self) -> Any:
         try:
-            return open(self.path, newline="", encoding="utf-8")
+            # undecodable bytes become lone surrogates: the row is rejected, the file read on
+            return open(self.path, newline="", encoding="utf-8", errors="surrogateescape")
         except OSError as exc:
             raise SourceOpenError(self.path, f"cannot open: {exc.strerror or exc}") from exc
 
@@ -61,6 +62,8 @@ class CsvSource(Source):
                 raise SourceOpenError(self.path, f"unreadable header: {exc}", line=1) from exc
         if not header:
             raise SourceOpenError(self.path, "empty file: no header line", line=1)
+        if not _utf8(header):
+            raise SourceOpenError(self.path, "header is not UTF-8 text", line=1)
         return [h.strip() for h in header]
 
     def _produce(self) -> Iterator[Observation]:
@@ -74,15 +77,30 @@ class CsvSource(Source):
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    self._bad(
-                        BadRowError("malformed", str(exc), origin=self.path, line=reader.line_num)
-                    )
+                    reason = "oversized" if "field limit" in str(exc) else "malformed"
+                    self._bad(BadRowError(reason, str(exc), origin=self.path, line=reader.line_num))
                     continue
                 if not row:
                     continue
                 try:
+                    if not _utf8(row):
+                        raise BadRowError(
+                            "malformed", "not UTF-8", origin=self.path, line=reader.line_num
+                        )
                     obs = parser.parse(row, reader.line_num)
                 except BadRowError as err:
                     self._bad(err)
                     continue
                 yield obs
+
+
+def _utf8(fields: list[str]) -> bool:
+    """Whether fields read with ``surrogateescape`` were valid UTF-8 (no lone surrogates)."""
+    text = "".join(fields)
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True

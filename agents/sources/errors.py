@@ -68,8 +68,11 @@ class BadRowError(SourceError):
     ----------
     reason : str
         Short machine-readable reason used as a counter key: ``missing_column``,
-        ``missing_value``, ``non_numeric``, ``non_finite``, ``wrong_dimension``,
-        ``malformed``.
+        ``missing_value``, ``non_numeric``, ``non_finite``, ``overflow`` (a magnitude
+        beyond :data:`~.schema.MAX_ABS`), ``field_count`` (a CSV row with more or fewer
+        fields than its header), ``wrong_dimension``, ``too_deep`` (JSON nested beyond
+        :data:`~.schema.MAX_JSON_DEPTH`), ``oversized`` (a line or payload beyond
+        :data:`~.schema.MAX_LINE`), ``malformed`` (invalid JSON / CSV / UTF-8).
     """
 
     def __init__(

@@ -15,11 +15,11 @@ from typing import Any
 
 from swarmgp.agents.sources.errors import BadRowError
 from swarmgp.agents.sources.record import Observation
-from swarmgp.agents.sources.schema import RowParser
+from swarmgp.agents.sources.schema import MAX_LINE, RowParser, loads_row
 
 __all__ = ["MAX_PAYLOAD", "SYNC", "EOS", "decode_payload", "control_payload"]
 
-MAX_PAYLOAD = 1 << 20
+MAX_PAYLOAD = MAX_LINE
 SYNC = "sync"
 EOS = "eos"
 
@@ -42,23 +42,18 @@ def decode_payload(
     Raises
     ------
     BadRowError
-        Oversized, non-UTF-8, non-JSON, non-object payloads, unknown control messages,
-        and every row-level defect.
+        Oversized, non-UTF-8, non-JSON, too deeply nested, non-object payloads, unknown
+        control messages, and every row-level defect.
     """
     o = parser.origin
     if len(payload) > MAX_PAYLOAD:
         raise BadRowError(
-            "malformed",
+            "oversized",
             f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}",
             origin=o,
             line=line,
         )
-    try:
-        row: Any = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadRowError("malformed", "payload is not UTF-8", origin=o, line=line) from None
-    except json.JSONDecodeError as exc:
-        raise BadRowError("malformed", f"invalid JSON: {exc.msg}", origin=o, line=line) from None
+    row: Any = loads_row(payload, o, line)
     if isinstance(row, dict) and "control" in row:
         kind = row["control"]
         if kind in (SYNC, EOS):

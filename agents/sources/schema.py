@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,7 +14,22 @@ import numpy as np
 from swarmgp.agents.sources.errors import BadRowError, SourceConfigError, SourceOpenError
 from swarmgp.agents.sources.record import Observation
 
-__all__ = ["ColumnSchema", "RowParser"]
+__all__ = ["MAX_ABS", "MAX_JSON_DEPTH", "MAX_LINE", "ColumnSchema", "RowParser", "loads_row"]
+
+#: Largest magnitude of an accepted value. Beyond it a row is rejected as ``overflow``: the
+#: statistics built from the rows (means, variances, sums of squares of standardized values)
+#: must stay finite, and any physical measurement is far below it.
+MAX_ABS = 1e100
+
+#: Deepest nesting of brackets accepted in a JSON row (a row needs 2: an object of lists).
+#: Deeper rows are rejected as ``too_deep`` before :func:`json.loads` could recurse.
+MAX_JSON_DEPTH = 32
+
+#: Longest accepted line (JSON Lines) or push payload, in characters / bytes: ``oversized``.
+MAX_LINE = 1 << 20
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPEN_CLOSE = bytes.maketrans(b"[{]}", b"\x01\x01\x02\x02")
 
 
 @dataclass(frozen=True)
@@ -105,13 +122,70 @@ def _num(value: Any, column: str, origin: str, line: int | None) -> float:
         )
     try:
         v = float(value)
-    except (ValueError, OverflowError):
+    except OverflowError:  # an int beyond the float range
+        raise BadRowError(
+            "overflow", "integer beyond the float range", origin=origin, line=line, column=column
+        ) from None
+    except ValueError:
         raise BadRowError(
             "non_numeric", f"value {value!r}", origin=origin, line=line, column=column
         ) from None
     if not math.isfinite(v):
         raise BadRowError("non_finite", f"value {value!r}", origin=origin, line=line, column=column)
+    if abs(v) > MAX_ABS:
+        raise BadRowError(
+            "overflow", f"|{v:.3g}| > {MAX_ABS:g}", origin=origin, line=line, column=column
+        )
     return v
+
+
+def _json_depth(text: str) -> int:
+    """Deepest bracket nesting of a JSON text (brackets inside strings are not counted)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the number of openers: the fast path of every row
+    bare = _STRING.sub("", text).encode("utf-8", "surrogatepass")
+    marks = np.frombuffer(bare.translate(_OPEN_CLOSE), dtype=np.uint8)
+    steps = np.where(marks == 1, 1, np.where(marks == 2, -1, 0)).astype(np.int64)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def loads_row(text: str | bytes, origin: str, line: int | None) -> Any:
+    """Parse one JSON row with bounded size and nesting.
+
+    Raises
+    ------
+    BadRowError
+        ``oversized`` (longer than :data:`MAX_LINE`), ``malformed`` (not UTF-8, not JSON),
+        ``too_deep`` (nested deeper than :data:`MAX_JSON_DEPTH`).
+    """
+    if len(text) > MAX_LINE:
+        raise BadRowError(
+            "oversized", f"{len(text)} characters > {MAX_LINE}", origin=origin, line=line
+        )
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        elif not text.isascii():
+            text.encode("utf-8")  # lone surrogates: undecodable bytes read with surrogateescape
+    except UnicodeError:
+        raise BadRowError("malformed", "not UTF-8", origin=origin, line=line) from None
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise BadRowError(
+            "too_deep", f"nested {depth} deep > {MAX_JSON_DEPTH}", origin=origin, line=line
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRowError(
+            "malformed", f"invalid JSON: {exc.msg}", origin=origin, line=line
+        ) from None
+    except UnicodeError:
+        raise BadRowError("malformed", "not UTF-8", origin=origin, line=line) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BadRowError("malformed", f"invalid JSON: {exc}", origin=origin, line=line) from None
+    except RecursionError:  # unreachable after the depth check; never let it kill a source
+        raise BadRowError("too_deep", "nested too deep", origin=origin, line=line) from None
 
 
 class RowParser:
@@ -208,7 +282,6 @@ class PositionalParser:
         self.i_time = idx[s.time]
         self.i_inputs = [(idx[c], c) for c in s.inputs]
         self.i_target = idx[s.target]
-        self.need = max(idx[c] for c in s.required) + 1
 
     def parse(self, row: Sequence[str], line: int) -> Observation:
         """Parse one CSV row.
@@ -220,14 +293,12 @@ class PositionalParser:
         p = self.parent
         s = p.schema
         o = p.origin
-        if len(row) < self.need:
-            missing = [c for c in s.required if s.required and self._index(c) >= len(row)]
+        if len(row) != self.n_cols:
             raise BadRowError(
-                "missing_column",
+                "field_count",
                 f"row has {len(row)} fields, header has {self.n_cols}",
                 origin=o,
                 line=line,
-                column=missing[0] if missing else None,
             )
         if self.i_agent is None:
             agent = s.default_agent
@@ -241,13 +312,3 @@ class PositionalParser:
         xs = [_num(row[i], c, o, line) for i, c in self.i_inputs]
         y = _num(row[self.i_target], s.target, o, line)
         return p._finish(agent, t, xs, y, line)
-
-    def _index(self, col: str) -> int:
-        s = self.parent.schema
-        if col == s.agent and self.i_agent is not None:
-            return self.i_agent
-        if col == s.time:
-            return self.i_time
-        if col == s.target:
-            return self.i_target
-        return next(i for i, c in self.i_inputs if c == col)

@@ -96,8 +96,12 @@ class FeatureConfig:
                 raise SourceConfigError(f"{name} has {len(v)} entries, expected {n}")
         if self.std is not None and not all(s > 0 and math.isfinite(s) for s in self.std):
             raise SourceConfigError(f"std must be positive and finite: {self.std}")
-        if self.y_std is not None and not self.y_std > 0:
-            raise SourceConfigError(f"y_std must be positive: {self.y_std}")
+        if self.mean is not None and not all(math.isfinite(v) for v in self.mean):
+            raise SourceConfigError(f"mean must be finite: {self.mean}")
+        if self.y_std is not None and not (self.y_std > 0 and math.isfinite(self.y_std)):
+            raise SourceConfigError(f"y_std must be positive and finite: {self.y_std}")
+        if self.y_mean is not None and not math.isfinite(self.y_mean):
+            raise SourceConfigError(f"y_mean must be finite: {self.y_mean}")
         if self.time_unit_s <= 0:
             raise SourceConfigError(f"time_unit_s must be > 0: {self.time_unit_s}")
 
@@ -268,11 +272,30 @@ def fit_config(config: FeatureConfig, observations: Iterable[Observation]) -> Fe
     Z = _RawFeatures(config)(X, t)
     new: dict[str, Any] = {}
     if config.standardize and (config.mean is None or config.std is None):
-        sd = Z.std(axis=0)
-        new["mean"] = tuple(Z.mean(axis=0)) if config.mean is None else config.mean
+        mu, sd = _mean_std(Z)
+        new["mean"] = tuple(mu) if config.mean is None else config.mean
         new["std"] = tuple(np.where(sd > 1e-12, sd, 1.0)) if config.std is None else config.std
     if config.standardize_y and (config.y_mean is None or config.y_std is None):
-        sy = float(y.std())
-        new["y_mean"] = float(y.mean()) if config.y_mean is None else config.y_mean
+        my, sy = (float(v[0]) for v in _mean_std(y[:, None]))
+        new["y_mean"] = my if config.y_mean is None else config.y_mean
         new["y_std"] = (sy if sy > 1e-12 else 1.0) if config.y_std is None else config.y_std
-    return replace(config, **new)
+    try:
+        return replace(config, **new)
+    except SourceConfigError as exc:
+        raise SourceConfigError(
+            f"fit_config: the standardization statistics of the prefix are not usable ({exc})"
+        ) from None
+
+
+def _mean_std(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations of ``Z [n, k]``, finite for any finite ``Z``.
+
+    Each column is scaled by a power of two near its largest magnitude first (exact: the
+    results equal ``np.mean`` / ``np.std`` bit for bit wherever those are finite), so neither
+    the sum nor the squares overflow (``np.std`` of values near 1e155 is inf).
+    """
+    top = np.abs(Z).max(axis=0) if Z.shape[0] else np.ones(Z.shape[1])  # [k]
+    top = np.where((top > 0) & np.isfinite(top), top, 1.0)
+    scale = np.ldexp(1.0, np.frexp(top)[1])  # [k], powers of two
+    Zs = Z / scale
+    return Zs.mean(axis=0) * scale, Zs.std(axis=0) * scale

@@ -117,7 +117,7 @@ def test_csv_bad_rows_counted_and_good_rows_arrive(tmp_path: Path) -> None:
     got = list(src)
     assert [(o.agent, o.t) for o in got] == [("S0", 0.0), ("S2", 7.0)]
     assert dict(src.stats.rejected) == {
-        "missing_column": 1,
+        "field_count": 1,
         "non_numeric": 1,
         "non_finite": 2,
         "missing_value": 2,
@@ -130,7 +130,7 @@ def test_csv_on_bad_raise(tmp_path: Path) -> None:
     path.write_text(BAD_CSV)
     with pytest.raises(BadRowError, match="line 3") as info:
         list(CsvSource(path, SCHEMA, on_bad="raise"))
-    assert info.value.reason == "missing_column"
+    assert info.value.reason == "field_count"
 
 
 def test_jsonl_bad_rows_each_kind(tmp_path: Path) -> None:
