@@ -54,7 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="query running agents")
     status.add_argument("endpoints", nargs="*", metavar="ENDPOINT")
     status.add_argument("--rendezvous", metavar="DIR", help="query every agent recorded here")
-    status.add_argument("--timeout", type=float, default=2.0, metavar="S")
+    status.add_argument(
+        "--timeout", type=float, default=2.0, metavar="S", help="seconds to wait for answers"
+    )
+    status.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait (up to --timeout) until the swarm in --rendezvous is consistent and its data "
+        "ended; exit 0 printing 'consistent: max rel diff X', else 1 with the reason",
+    )
+    status.add_argument(
+        "--tol", type=float, default=1e-9, help="consistency tolerance, relative (1e-09)"
+    )
     status.add_argument("--json", action="store_true", help="print JSON rows")
     status.add_argument("--keys", metavar="DIR", help="swarm keyring: query as the operator")
     status.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -101,7 +112,9 @@ def _run(ns: argparse.Namespace, cfg: RunConfig | None) -> int:
     if cfg is None:
         from swarmgp.agents.runtime.status import main as status_main
 
-        return status_main(ns.endpoints, ns.rendezvous, ns.timeout, ns.json, ns.keys)
+        return status_main(
+            ns.endpoints, ns.rendezvous, ns.timeout, ns.json, ns.keys, ns.wait, ns.tol
+        )
     if cfg.command == "sim":
         from swarmgp.sim.cli import main as sim_main
 

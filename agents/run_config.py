@@ -371,6 +371,18 @@ class ProcessConfig(_Section):
         check=above(0.0),
         metavar="S",
     )
+    join_alone: bool = _opt(
+        False,
+        "run even if neighbours never publish within --rendezvous-timeout (else exit 1)",
+        commands=frozenset({"agent"}),
+    )
+    until: str = _opt(
+        "consistent",
+        "consistent: exit 0 once the data has ended and the swarm holds one collective model "
+        "(after --report); never: serve until SIGINT/SIGTERM",
+        commands=frozenset({"agent"}),
+        choices=("consistent", "never"),
+    )
     neighbors: tuple[int, ...] | None = _opt(
         None, "neighbour ids (overrides graphs)", commands=frozenset({"agent"}), metavar="I,J,..."
     )
@@ -407,6 +419,12 @@ class ProcessConfig(_Section):
     )
     log_level: str = _opt(
         "INFO", "log level", commands=_REAL, choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    log_format: str = _opt(
+        "kv",
+        "agent log lines: key=value text or one JSON object",
+        commands=_REAL,
+        choices=("kv", "json"),
     )
     start_timeout: float = _opt(
         60.0,

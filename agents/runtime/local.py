@@ -90,7 +90,8 @@ class LocalSwarm:
         self.dir = Path(workdir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / CONFIG_FILE).write_text(dump_toml(cfg))
+            # the launcher writes the report: its agents write none of their own
+            (self.dir / CONFIG_FILE).write_text(dump_toml(cfg.replace(report=None, plot=None)))
         except OSError as exc:
             raise LaunchError(f"cannot use {self.dir}: {exc.strerror or exc}") from None
         record: dict[str, Any] = {
@@ -122,6 +123,8 @@ class LocalSwarm:
             str(self.dir),
             "--log-file",
             str(self.dir / f"agent-{i}.log"),
+            "--until",
+            "never",  # this launcher decides when the swarm is done, and stops it
             *self._state_args(i),  # durable agents (issue 10)
         ]
 

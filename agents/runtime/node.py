@@ -2,16 +2,24 @@
 
 :func:`main` resolves the identity (flags, or SLURM, Open MPI, PMI or torchrun variables),
 reads what a launcher declared in the rendezvous directory (neighbour graph, data manifest) or
-derives it as every agent would, builds the agent through the one factory, publishes its
-endpoint, connects to its neighbours, and runs until SIGINT/SIGTERM.
+derives it as every agent would, builds the agent through the one factory, claims its id and
+publishes its endpoint (a live other process holding the id is an error), waits for its
+neighbours' records (a time-out is an error unless ``--join-alone``), connects to them, and
+runs until SIGINT/SIGTERM or, with ``--until consistent`` (the default), until its data has
+ended and the swarm holds one collective model (:mod:`.until`); then it writes ``--report``
+(``{id}`` expands to the agent id) and exits 0. A watchdog thread stops the process when its
+parent dies, from the first line of :func:`main` on (also during the rendezvous wait).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,8 +32,10 @@ import numpy as np
 from swarmgp.agents.run_config import RunConfig
 from swarmgp.agents.runtime.errors import LaunchError
 from swarmgp.agents.runtime.identity import resolve_identity
-from swarmgp.agents.runtime.rendezvous import read_swarm, wait_records, write_record
+from swarmgp.agents.runtime.rendezvous import claim_record, read_swarm, touch_record, wait_records
+from swarmgp.agents.runtime.report import Scores, build_report, plot_report, write_report
 from swarmgp.agents.runtime.runner import RunFacts, configure_threads, run, setup_logging
+from swarmgp.agents.runtime.until import SwarmDone, write_done
 from swarmgp.agents.sources.agent_feed import DataManifest, agent_batches, declare_data
 from swarmgp.agents.topology import neighbour_graph
 from swarmgp.protocol.messages import Message
@@ -136,22 +146,65 @@ def _advertised_host(bind: str, advertise_host: str | None) -> str | None:
     return advertise_host or socket.gethostname()
 
 
+def start_watchdog(poll_s: float = 0.5) -> threading.Thread:
+    """Stop this process (SIGTERM to itself) when its parent dies: no orphaned agents.
+
+    Before the runner installs its handler, SIGTERM ends the process at once; afterwards it
+    makes the runner say goodbye and return.
+    """
+    ppid = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == ppid:
+            time.sleep(poll_s)
+        log.warning("event=parent_died action=sigterm")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=watch, name="parent-watchdog", daemon=True)
+    t.start()
+    return t
+
+
+def _record(plan: NodePlan, transport: Any, incarnation: int) -> dict[str, Any]:
+    return {
+        "id": plan.agent_id,
+        "world": plan.world,
+        "endpoint": transport.endpoint,
+        "incarnation": incarnation,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "identity": plan.identity_source,
+    }
+
+
 def _publish_and_connect(cfg: RunConfig, plan: NodePlan, transport: Any, incarnation: int) -> None:
-    """Publish this agent's record, wait for the neighbours' records, connect to them."""
+    """Claim this agent's id, wait for the neighbours' records, connect to them.
+
+    Raises
+    ------
+    LaunchError
+        A live other process holds the id; neighbours missing at the rendezvous time-out
+        (unless ``--join-alone``).
+    """
     if plan.rendezvous is not None:
-        record = {
-            "id": plan.agent_id,
-            "endpoint": transport.endpoint,
-            "incarnation": incarnation,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "identity": plan.identity_source,
-        }
-        write_record(plan.rendezvous, plan.agent_id, record)
-        recs = wait_records(plan.rendezvous, plan.neighbors, cfg.process.rendezvous_timeout)
+        record = _record(plan, transport, incarnation)
+        claim_record(plan.rendezvous, plan.agent_id, record)
+        (plan.rendezvous / f"agent-{plan.agent_id}.done").unlink(missing_ok=True)  # a past life's
+        recs = wait_records(
+            plan.rendezvous,
+            plan.neighbors,
+            cfg.process.rendezvous_timeout,
+            own=(plan.agent_id, record),
+        )
         missing = sorted(set(plan.neighbors) - set(recs))
+        if missing and not cfg.process.join_alone:
+            raise LaunchError(
+                f"neighbours {missing} did not publish in {plan.rendezvous} within "
+                f"{cfg.process.rendezvous_timeout:g} s (--rendezvous-timeout; --join-alone "
+                "runs without them)"
+            )
         if missing:
-            log.warning("event=rendezvous_timeout missing=%s", missing)
+            log.warning("event=rendezvous_timeout missing=%s action=join_alone", missing)
         transport.connect_many({i: r["endpoint"] for i, r in recs.items()})
     for item in cfg.process.connect or ():
         pid, _, ep = item.partition("=")
@@ -171,7 +224,9 @@ def _open_state(cfg: RunConfig, plan: NodePlan) -> Any:
 
 
 def main(cfg: RunConfig) -> int:
-    """Run one agent process until SIGINT/SIGTERM (``launch.py agent``)."""
+    """Run one agent process (``launch.py agent``); 0 once done or stopped, 1 on an error."""
+    t0 = time.time()
+    start_watchdog()
     configure_threads()
     from swarmgp.agents.factory import agent_seeds, build_agent, common_encoding
     from swarmgp.protocol.keys import load_keyring
@@ -182,7 +237,13 @@ def main(cfg: RunConfig) -> int:
     durable = _open_state(cfg, plan)  # durable agents (issue 10): None without --state-dir
     if durable is not None:  # above the snapshot's own, even if the clock stepped back
         incarnation = durable.new_incarnation(incarnation)
-    setup_logging(plan.agent_id, incarnation, cfg.process.log_file, cfg.process.log_level)
+    setup_logging(
+        plan.agent_id,
+        incarnation,
+        cfg.process.log_file,
+        cfg.process.log_level,
+        cfg.process.log_format,
+    )
     encoding = common_encoding(cfg, plan.manifest.d)
     counters: Counter[str] = Counter()
     keyring = load_keyring(cfg.process.keys, plan.agent_id) if cfg.process.keys else None
@@ -195,7 +256,7 @@ def main(cfg: RunConfig) -> int:
         stats=counters,
         keyring=keyring,
     )
-    facts = RunFacts(zmq_transport.endpoint)
+    facts = RunFacts(zmq_transport.endpoint, plan.world)
     agent = build_agent(
         cfg,
         plan.agent_id,
@@ -223,11 +284,125 @@ def main(cfg: RunConfig) -> int:
             np.random.SeedSequence(cfg.seed, spawn_key=(LOSS_SEED_KEY, plan.agent_id))
         )
         transport = LossyTransport(zmq_transport, cfg.faults.loss, rng, counters)
-    return run(
+    until = None
+    if cfg.process.until == "consistent":
+        until = SwarmDone(
+            plan.rendezvous,
+            plan.agent_id,
+            plan.world,
+            cfg.scoring.tol,
+            keyring,
+            lambda: facts.data_done,
+        )
+    taken: list[str] = []
+
+    def refresh() -> bool:  # every status period: keep the record live, and ours
+        if plan.rendezvous is None:
+            return True
+        try:
+            touch_record(plan.rendezvous, plan.agent_id, _record(plan, zmq_transport, incarnation))
+        except LaunchError as exc:
+            taken.append(str(exc))
+            log.error("event=duplicate_id action=stop %s", exc)
+            return False
+        except OSError:
+            pass
+        return True
+
+    rc = run(
         agent,
         transport,
         batches=batches,
         batch_interval_s=cfg.timing.batch_interval,
         status_period_s=max(1.0, 10 * cfg.timing.heartbeat),
         facts=facts,
+        until=until,
+        periodic=refresh,
+    )
+    if taken:
+        raise LaunchError(taken[0])
+    done = until is not None and until.done.is_set()
+    if cfg.output.report and (done or until is None):
+        path = cfg.output.report.replace("{id}", str(plan.agent_id))
+        report = agent_report(cfg, plan, agent, facts, until, t0)
+        write_report(report, path)
+        log.info("event=report path=%s", path)
+        if cfg.output.plot:
+            plot_report(report, cfg.output.plot.replace("{id}", str(plan.agent_id)))
+    if done and plan.rendezvous is not None:
+        final = facts.final_fused or agent.fused_summary
+        write_done(
+            plan.rendezvous,
+            plan.agent_id,
+            {
+                "id": plan.agent_id,
+                "incarnation": incarnation,
+                "max_rel_diff": until.max_rel_diff if until is not None else None,
+                "n_obs": int(final.n_obs),
+                "report": cfg.output.report,
+            },
+        )
+    return rc
+
+
+def _scores(cfg: RunConfig, plan: NodePlan, agent: Any, fused: Any) -> tuple[Scores, str]:
+    """This agent's scores on its held-out rows (NaN, i.e. null, where there are none)."""
+    from swarmgp.agents.sources.agent_feed import test_set
+    from swarmgp.fusion.metrics import nlpd, rmse
+
+    nan = math.nan
+    try:
+        test = test_set(plan.manifest, cfg.data, cfg.seed, cfg.scoring.test_points)
+    except (ValueError, OSError) as exc:
+        return Scores(nan, nan, nan, nan, nan, nan), str(exc).splitlines()[0]
+    yt = test.y_of(plan.agent_id)
+
+    def units(mean: Any, var: Any) -> tuple[float, float]:
+        return test.y_std * rmse(yt, mean), nlpd(yt, mean, var) + float(np.log(test.y_std))
+
+    rl, nl = units(*agent.model.predict(test.X, None))
+    rf, nf = units(*agent.model.predict(test.X, fused))
+    # the swarm verified fused == the exact sum of all local summaries (within --tol)
+    return Scores(rl, nl, rf, nf, rf, nf), ""
+
+
+def agent_report(
+    cfg: RunConfig, plan: NodePlan, agent: Any, facts: RunFacts, until: Any, t0: float
+) -> dict[str, Any]:
+    """The DESIGN section 4 report from this agent's view.
+
+    ``rmse_oracle`` equals ``rmse_fused`` once the swarm is verified consistent (the collective
+    model is then the exact sum within ``--tol``); scores are null where the data offer no
+    held-out rows (a live feed), with the reason in ``scores_note``; ``messages``/``bytes``
+    count what this agent sent; ``consistency_max_rel_err`` is what agent 0 verified (null
+    with ``--until never``).
+    """
+    fused = facts.final_fused or agent.fused_summary
+    scores, note = _scores(cfg, plan, agent, fused)
+    c = agent.counters
+    err = until.max_rel_diff if until is not None else math.nan
+    topo = f"peers:{cfg.swarm.peers}" if cfg.swarm.peers else cfg.swarm.topology
+    return build_report(
+        cfg,
+        agents=plan.world,
+        topology=topo,
+        batches_per_agent=math.ceil(agent.local_summary.n_obs / cfg.data.batch_size),
+        scores=scores,
+        consistency_max_rel_err=err,
+        baselines={},
+        messages=int(c.get("net.tx_msgs", 0)),
+        bytes_sent=int(c.get("net.tx_bytes", 0)),
+        wall_s=time.time() - t0,
+        peak_rss_mb=float(facts()["peak_rss_mb"]),
+        n_obs=int(fused.n_obs),
+        extras={
+            "agent_id": plan.agent_id,
+            "identity": plan.identity_source,
+            "local_n_obs": int(agent.local_summary.n_obs),
+            "fused_n_agents": int(fused.n_agents),
+            "nlpd_oracle": scores.nlpd_oracle,
+            "scores_note": note,
+            "until": cfg.process.until,
+            "rejected": int(sum(v for k, v in c.items() if k.startswith("rejected."))),
+        },
     )

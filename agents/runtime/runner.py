@@ -5,21 +5,25 @@ messages and ticks to the agent with ``now = time.monotonic()``, feeds observati
 a schedule, and sends what the agent returns. SIGINT/SIGTERM make it say goodbye and exit.
 It also exits when its parent process dies (no orphans if a launcher is killed).
 
-Logs are one line per event, ``key=value`` with the agent id and incarnation, on stderr or a
-file.
+Logs are one line per event, ``key=value`` (or one JSON object with ``--log-format json``) with
+the agent id and incarnation, on stderr or a file.
+
+With ``until`` (:class:`~swarmgp.agents.runtime.until.SwarmDone`, ``--until consistent``) the
+run also ends, with goodbyes, once the swarm is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +31,10 @@ from swarmgp.agents.agent import Agent, Outbound
 from swarmgp.agents.runtime.report import peak_rss_mb
 from swarmgp.agents.sources.agent_feed import NOT_READY
 from swarmgp.protocol.transport import LiveTransport
+
+if TYPE_CHECKING:
+    from swarmgp.agents.runtime.until import SwarmDone
+    from swarmgp.fusion.summary import Summary
 
 __all__ = ["RunFacts", "batch_digest", "configure_threads", "run", "serve", "setup_logging"]
 
@@ -54,10 +62,40 @@ class _KV(logging.Formatter):
         )
 
 
-def setup_logging(agent_id: int, incarnation: int, path: str | None, level: str = "INFO") -> None:
-    """Structured ``key=value`` log lines for this agent on stderr or ``path``."""
+class _JSON(logging.Formatter):
+    """One JSON object per line: ts, level, agent, inc, event and the ``key=value`` pairs."""
+
+    def __init__(self, agent_id: int, incarnation: int) -> None:
+        super().__init__()
+        self.agent_id, self.incarnation = agent_id, incarnation
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "agent": self.agent_id,
+            "inc": self.incarnation,
+        }
+        msg = record.getMessage()
+        rest: list[str] = []
+        for part in msg.split(" "):
+            key, eq, value = part.partition("=")
+            if eq and key.isidentifier() and key not in out and not rest:
+                out[key] = value
+            else:
+                rest.append(part)
+        if rest:  # a value with spaces: keep the tail as text
+            out["text"] = " ".join(rest)
+        return json.dumps(out)
+
+
+def setup_logging(
+    agent_id: int, incarnation: int, path: str | None, level: str = "INFO", fmt: str = "kv"
+) -> None:
+    """Structured log lines for this agent on stderr or ``path``: ``kv`` or ``json``."""
     handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
-    handler.setFormatter(_KV(agent_id, incarnation))
+    formatter = _JSON if fmt == "json" else _KV
+    handler.setFormatter(formatter(agent_id, incarnation))
     root = logging.getLogger("swarmgp")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -82,13 +120,20 @@ class RunFacts:
     up to date.
     """
 
-    def __init__(self, endpoint: str = "") -> None:
+    def __init__(self, endpoint: str = "", world: int = 0) -> None:
         self.endpoint = endpoint
+        self.world = world
         self.last_obs_wall: float | None = None
         self.last_fused_change_wall: float | None = None
         self.first_batch: str | None = None
         #: Called as ``after_batch(X, y)`` after each batch learned (``--state-dir`` snapshots).
         self.after_batch: Any = None
+        #: This agent's data has ended and its local summary covers every row it observed.
+        self.data_done = False
+        #: The last collective model covering ``world`` agents after the data ended.
+        self.final_fused: Summary | None = None
+        #: More facts (e.g. ``SwarmDone.facts``), merged into the status.
+        self.more: Callable[[], dict[str, Any]] | None = None
 
     def observed(self, X: np.ndarray, y: np.ndarray) -> None:
         """Note a batch the agent learned (its arrival time; a digest of the first one)."""
@@ -106,7 +151,14 @@ class RunFacts:
             "last_observation_wall": self.last_obs_wall,
             "last_fused_change_wall": self.last_fused_change_wall,
             "first_batch": self.first_batch,
+            "data_done": self.data_done,
+            **(self.more() if self.more is not None else {}),
         }
+
+    def note_fused(self, fused: Summary) -> None:
+        """Keep ``fused`` as the final model if the data ended and it covers the swarm."""
+        if self.data_done and self.world and fused.n_agents >= self.world:
+            self.final_fused = fused
 
 
 class _Driver:
@@ -118,8 +170,11 @@ class _Driver:
         batch_interval_s: float,
         status_period_s: float,
         facts: RunFacts,
+        until: SwarmDone | None = None,
+        periodic: Callable[[], bool] | None = None,
     ) -> None:
         self.agent, self.tr = agent, transport
+        self.until, self.periodic = until, periodic
         self.batches: Iterator[tuple[np.ndarray, np.ndarray]] = iter(batches)
         self.batch_interval_s = batch_interval_s
         self.status_period_s = status_period_s
@@ -138,6 +193,8 @@ class _Driver:
         if stamp != self._stamp:  # when the collective model last moved (benchmarks use it)
             self._stamp = stamp
             self.facts.last_fused_change_wall = time.time()
+            if self.facts.data_done:
+                self.facts.note_fused(self.agent.fused_summary)
         self._log_changes()
 
     def _log_changes(self) -> None:
@@ -170,7 +227,7 @@ class _Driver:
                 b = next(self.batches, None)
                 if b is None:
                     batches_left = False
-                    log.info("event=data_done n_obs=%d", a.local_summary.n_obs)
+                    log.info("event=data_end observations=%d", a.counters["observations"])
                 elif b is NOT_READY:  # a live source has no full batch yet: poll again soon
                     next_batch = t + DATA_POLL_S
                 else:
@@ -192,6 +249,12 @@ class _Driver:
                 for peer in a.take_removed_peers():  # e.g. fake ids of a Hello flood
                     tr.disconnect(peer)
             tr.flush()
+            if not batches_left and not self.facts.data_done:
+                # done once the local summary covers every row (a warm-up may still hold some)
+                if a.local_summary.n_obs >= a.counters["observations"]:
+                    self.facts.data_done = True
+                    self.facts.note_fused(a.fused_summary)
+                    log.info("event=data_done n_obs=%d", a.local_summary.n_obs)
             if now() >= next_status:
                 next_status = now() + self.status_period_s
                 f = a.fused_summary
@@ -207,6 +270,11 @@ class _Driver:
                 if os.getppid() != self.ppid:
                     log.warning("event=parent_died action=stop")
                     self.stop.set()
+                if self.periodic is not None and not self.periodic():
+                    self.stop.set()
+            if self.until is not None and self.until.done.is_set():
+                log.info("event=until_done action=stop")
+                self.stop.set()
         self.dispatch(a.stop(now()))
         tr.flush()
 
@@ -219,13 +287,22 @@ async def serve(
     status_period_s: float = 1.0,
     install_signals: bool = True,
     facts: RunFacts | None = None,
+    until: SwarmDone | None = None,
+    periodic: Callable[[], bool] | None = None,
 ) -> None:
     """Run ``agent`` over ``transport`` until SIGINT/SIGTERM (then goodbye and return).
 
     ``facts`` is the :class:`RunFacts` the agent was built with (its ``status_extra``).
+    ``until`` (started here, stopped on return) ends the run once the swarm is done;
+    ``periodic`` is called every status period and ends the run when it returns False.
     """
     facts = facts if facts is not None else RunFacts(transport.endpoint)
-    d = _Driver(agent, transport, batches, batch_interval_s, status_period_s, facts)
+    d = _Driver(
+        agent, transport, batches, batch_interval_s, status_period_s, facts, until, periodic
+    )
+    if until is not None:
+        facts.more = until.facts
+        until.start()
     if install_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -233,7 +310,11 @@ async def serve(
     log.info(
         "event=start endpoint=%s neighbors=%s", transport.endpoint, list(agent.config.neighbors)
     )
-    await d.run()
+    try:
+        await d.run()
+    finally:
+        if until is not None:
+            until.stop()
     log.info("event=stop counters=%s", _compact(agent.counters))
 
 
