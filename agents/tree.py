@@ -36,6 +36,10 @@ from swarmgp.protocol.messages import NO_PARENT, TreeState
 
 __all__ = ["SpanningTree"]
 
+#: Beacon periods of relay lag allowed per hop when judging a root's freshness (one period of
+#: waiting for the relay's next beacon, plus a half for link latency and jitter).
+RELAY_LAG_BEACONS = 1.5
+
 
 class SpanningTree:
     """One agent's view of the spanning tree.
@@ -71,6 +75,8 @@ class SpanningTree:
         self._fresh: dict[int, tuple[int, int, float]] = {}
         # root id -> (window start, largest (inc, seq) heard in it) while its best claim is stale
         self._window: dict[int, tuple[float, tuple[int, int]]] = {}
+        # root id -> hops of the claim that last advanced its freshness (relay lag allowance)
+        self._hops: dict[int, int] = {}
         self.state = TreeState(me, incarnation, 0, 0, NO_PARENT)
 
     @property
@@ -104,6 +110,7 @@ class SpanningTree:
         f = self._fresh.get(r)
         if f is None:
             self._fresh[r] = (*v, now)
+            self._hops[r] = st.dist + 1
             return None
         if v > (f[0], f[1]):
             if self.heartbeat_s is not None and v[0] == f[0]:
@@ -111,6 +118,7 @@ class SpanningTree:
                 if v[1] > f[1] + growth:
                     return "root_seq_jump"
             self._fresh[r] = (*v, now)
+            self._hops[r] = st.dist + 1
             self._window.pop(r, None)
             return None
         if now - f[2] <= self.root_timeout_s:
@@ -124,6 +132,7 @@ class SpanningTree:
                 self._window[r] = (w[0], v)
         elif v > w[1]:
             self._fresh[r] = (*v, now)  # rose above a whole window of claims: a new baseline
+            self._hops[r] = st.dist + 1
             del self._window[r]
         return None
 
@@ -132,11 +141,25 @@ class SpanningTree:
         self._nbr.pop(nbr, None)
 
     def root_alive(self, root: int, now: float) -> bool:
-        """Whether ``root``'s beacon advanced within the root timeout."""
+        """Whether ``root``'s beacon advanced within the root timeout plus the relay lag.
+
+        A beacon travels one hop per relay beacon at worst, and the lag of a path changes when
+        relays switch between triggered and periodic beacons (fusion traffic starts or stops):
+        the counter seen ``h`` hops away may then stall for up to ``h`` beacon periods although
+        the root is alive. So the timeout grows by ``RELAY_LAG_BEACONS`` periods per hop of the
+        claim that last advanced it (frozen at that advance: a dead root's stale claims cannot
+        extend it, so there is no count to infinity).
+        """
         if root == self.me:
             return True
         f = self._fresh.get(root)
-        return f is not None and now - f[2] <= self.root_timeout_s
+        if f is None:
+            return False
+        lag = 0.0
+        if self.heartbeat_s is not None:
+            hops = min(self._hops.get(root, 0), self.max_dist)
+            lag = RELAY_LAG_BEACONS * self.heartbeat_s * hops
+        return now - f[2] <= self.root_timeout_s + lag
 
     def recompute(self, now: float, live: Container[int]) -> bool:
         """Choose root, distance and parent from the live neighbours' states.

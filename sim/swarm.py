@@ -56,6 +56,8 @@ Progress = Callable[[str, float, float], None]
 #: Spawn keys of the run seed's children (topology 0 and agent models 3 are shared with the
 #: real drivers through :func:`neighbour_graph` and :func:`agent_seeds`).
 _NET, _PHASE, _CHURN = 2, 4, 5
+#: A collective warm-up still running extends the settle phase up to this many max_settle.
+WARMUP_SETTLE_CAP = 10
 
 
 class single_threaded:
@@ -280,10 +282,13 @@ def settle(sw: Swarm, progress: Progress | None = None) -> tuple[float, dict[int
     last_part = max((p.end for p in sw.partitions), default=0.0)
     t_free = max(last_churn, last_part)
     max_settle = cfg.scoring.max_settle
-    while sim.now - t0 < max_settle and not (
+    t_warm = t0  # collective mode (issue 9): max_settle counts from the end of the warm-up
+    while sim.now - t_warm < max_settle and not (
         err <= cfg.scoring.tol and sim.now >= t_free and _warmed_up(sim.agents)
     ):
         sim.run(sim.now + cfg.scoring.probe)
+        if not _warmed_up(sim.agents) and sim.now - t0 < WARMUP_SETTLE_CAP * max_settle:
+            t_warm = sim.now  # the warm-up ends by itself (time-outs, fallback); wait for it
         err, per, ncomp = _fused_and_exact(sw)
         sw.settle_trace.append((sim.now, err))
         if progress is not None:

@@ -1,0 +1,28 @@
+"""A large swarm's warm-up (issue 9): 100 agents on a ring (depth 50), some with fewer batches
+than the warm-up asks for, completes without fallback in bounded virtual time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.agents._collective import CollectiveSwarm
+from tests.agents._swarm import ring
+
+
+def test_hundred_agents_on_a_ring_warm_up_without_fallback() -> None:
+    n = 100
+    sw = CollectiveSwarm(n, ring(n), m=4, max_evals=3, batches=2, batch_size=4, seed=11)
+    # a tenth of the agents hold one batch only (fewer than warmup_batches = 2)
+    for i in range(0, n, 10):
+        sw.data[i] = sw.data[i][:1]
+        model = sw.agents[i].model
+        model._buffer = model._buffer[:1]
+    took = sw.run_warmup(120.0)
+    c = sw.agents[0].counters
+    assert c["allreduce.gave_up"] == 0 and c["allreduce.restarts"] == 0
+    ms = [a.model for a in sw.agents.values()]
+    assert all(m.learned and m.warmup_evals >= 1 for m in ms)  # no fallback anywhere
+    th = [m.params.to_vector() for m in ms]
+    assert all(np.array_equal(t, th[0]) for t in th)
+    assert sum(m.n_obs for m in ms) == sum(y.shape[0] for b in sw.data.values() for _, y in b)
+    assert took < 120.0
