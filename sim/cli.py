@@ -11,7 +11,7 @@ import time
 from typing import TextIO
 
 from swarmgp.agents.run_config import RunConfig
-from swarmgp.agents.runtime.report import plot_report, summary_lines, write_report
+from swarmgp.agents.runtime.report import check_outputs, plot_report, summary_lines, write_report
 from swarmgp.sim.swarm import run_simulation
 
 __all__ = ["Progress", "main"]
@@ -47,6 +47,7 @@ class Progress:
 
 def main(cfg: RunConfig) -> int:
     """Run ``launch.py sim`` for a parsed run configuration; returns the exit code."""
+    check_outputs(cfg.output.report, cfg.output.plot)  # fail now, not after the run
     bar = None if cfg.output.quiet else Progress()
     try:
         report = run_simulation(cfg, progress=bar)

@@ -30,6 +30,7 @@ from swarmgp.agents.runtime.rendezvous import read_records, write_swarm
 from swarmgp.agents.runtime.report import (
     Scores,
     build_report,
+    check_outputs,
     plot_report,
     summary_lines,
     write_report,
@@ -383,7 +384,13 @@ def _report(
 def main(cfg: RunConfig) -> int:
     """``launch.py local``: run a real swarm of agent processes over ZeroMQ and report."""
     t0 = time.time()
+    check_outputs(cfg.output.report, cfg.output.plot)  # fail now, not after the run
     plan = plan_local(cfg)
+    if cfg.process.keys:  # a missing or bad keyring: one line here, not agents dying at start-up
+        from swarmgp.protocol.keys import load_keyring
+
+        for who in ("operator", *range(plan.manifest.n_agents)):
+            load_keyring(cfg.process.keys, who)
     swarm = LocalSwarm(cfg, plan.adjacency, plan.workdir, plan.manifest)
     stop_now: dict[str, int | None] = {"sig": None}
 

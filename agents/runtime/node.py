@@ -33,7 +33,13 @@ from swarmgp.agents.run_config import RunConfig
 from swarmgp.agents.runtime.errors import LaunchError
 from swarmgp.agents.runtime.identity import resolve_identity
 from swarmgp.agents.runtime.rendezvous import claim_record, read_swarm, touch_record, wait_records
-from swarmgp.agents.runtime.report import Scores, build_report, plot_report, write_report
+from swarmgp.agents.runtime.report import (
+    Scores,
+    build_report,
+    check_outputs,
+    plot_report,
+    write_report,
+)
 from swarmgp.agents.runtime.runner import RunFacts, configure_threads, run, setup_logging
 from swarmgp.agents.runtime.until import SwarmDone, write_done
 from swarmgp.agents.sources.agent_feed import DataManifest, agent_batches, declare_data
@@ -233,6 +239,7 @@ def main(cfg: RunConfig) -> int:
     from swarmgp.protocol.zmq_transport import ZmqTransport
 
     plan = plan_node(cfg)
+    check_outputs(cfg.output.report, cfg.output.plot, plan.agent_id)  # fail now, not at the end
     incarnation = time.time_ns()  # grows across restarts: a restart supersedes its past life
     durable = _open_state(cfg, plan)  # durable agents (issue 10): None without --state-dir
     if durable is not None:  # above the snapshot's own, even if the clock stepped back
@@ -404,5 +411,15 @@ def agent_report(
             "scores_note": note,
             "until": cfg.process.until,
             "rejected": int(sum(v for k, v in c.items() if k.startswith("rejected."))),
+            # --plot: this agent's point (pre- vs post-fusion RMSE)
+            "per_agent": (
+                {
+                    "ids": [plan.agent_id],
+                    "rmse_local": [scores.rmse_local],
+                    "rmse_fused": [scores.rmse_fused],
+                }
+                if math.isfinite(scores.rmse_fused)
+                else {}
+            ),
         },
     )

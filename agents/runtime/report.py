@@ -20,6 +20,7 @@ from swarmgp.agents.run_config import RunConfig
 from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = [
+    "check_outputs",
     "NONDETERMINISTIC_KEYS",
     "REQUIRED_KEYS",
     "ReportError",
@@ -164,16 +165,72 @@ def dumps(report: Mapping[str, Any]) -> str:
 
 
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write the report as JSON (creating the parent directory)."""
+    """Write the report as JSON (creating the parent directory).
+
+    Raises
+    ------
+    ReportError
+        The file cannot be written (one line naming the path and why).
+    """
     p = os.fspath(path)
-    parent = os.path.dirname(p)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = p + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(dumps(report))
-        fh.write("\n")
-    os.replace(tmp, p)
+    try:
+        parent = os.path.dirname(p)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        tmp = p + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(dumps(report))
+            fh.write("\n")
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise ReportError(f"--report {p}: cannot write: {exc.strerror or exc}") from None
+
+
+def check_outputs(report: str | None, plot: str | None, agent_id: int | None = None) -> None:
+    """Fail before a run whose report or plot could not be written at its end.
+
+    Checks that each path's directory exists or can be made and is writable, that the path
+    is not a directory, and that matplotlib is importable when a plot is asked for.
+    ``{id}`` in a path is replaced by ``agent_id``.
+
+    Raises
+    ------
+    ReportError
+        One line naming the option, the path and why.
+    """
+    for option, path in (("--report", report), ("--plot", plot)):
+        if not path:
+            continue
+        p = path.replace("{id}", str(agent_id)) if agent_id is not None else path
+        parent = os.path.dirname(os.path.abspath(p))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ReportError(f"{option} {p}: a parent of it is not a directory") from None
+        except OSError as exc:
+            raise ReportError(
+                f"{option} {p}: cannot make {parent}: {exc.strerror or exc}"
+            ) from None
+        if os.path.isdir(p):
+            raise ReportError(f"{option} {p}: is a directory")
+        if not os.access(parent, os.W_OK):
+            raise ReportError(f"{option} {p}: directory {parent} is not writable")
+    if plot:
+        _need_matplotlib()
+
+
+def _need_matplotlib() -> None:
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ReportError(
+            "--plot needs the optional package matplotlib, which is not installed "
+            "(pip install matplotlib, or drop --plot)"
+        )
 
 
 def check_report(report: Mapping[str, Any]) -> None:
@@ -243,10 +300,15 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
 
     Uses matplotlib's Agg backend (no display needed).
     """
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ReportError(
+            f"--plot needs the optional package matplotlib, which cannot be imported ({exc})"
+        ) from None
 
     pa = report.get("per_agent", {})
     series = report.get("rmse_over_time", [])
@@ -278,8 +340,13 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
         f"loss {report['loss']}, learn {'on' if report['learn'] else 'off'}"
     )
     fig.tight_layout()
-    parent = os.path.dirname(os.fspath(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        parent = os.path.dirname(os.fspath(path))
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except (OSError, ValueError) as exc:  # ValueError: an image format matplotlib lacks
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ReportError(f"--plot {os.fspath(path)}: cannot write: {why}") from None
+    finally:
+        plt.close(fig)
