@@ -313,14 +313,18 @@ class Durable:
 
     @classmethod
     def open(cls, cfg: RunConfig, plan: NodePlan) -> Durable:
-        """The agent's store, with its snapshot (if any) loaded and checked against the run."""
+        """The agent's store, with its snapshot (if any) loaded and checked against the run.
+
+        ``{id}`` in ``--state-dir`` becomes the agent id (one directory per agent on a cluster).
+        """
         from swarmgp.agents.sources.agent_feed import is_table_file
 
         resumable = plan.manifest.kind == "synthetic" or is_table_file(plan.manifest.uri)
         state_dir = getattr(cfg.process, "state_dir", None)
         every = getattr(cfg.process, "snapshot_every", 1)
         assert state_dir is not None
-        d = cls(Path(state_dir), plan.agent_id, run_key(cfg, plan), every, resumable)
+        path = Path(str(state_dir).replace("{id}", str(plan.agent_id)))  # one dir per agent
+        d = cls(path, plan.agent_id, run_key(cfg, plan), every, resumable)
         d.load()
         return d
 

@@ -301,3 +301,8 @@ def test_agent_process_refuses_a_corrupt_snapshot_in_one_line(tmp_path: Path) ->
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "checksum" in lines[0] and str(tmp_path) in lines[0], r.stderr
+
+
+def test_state_dir_id_placeholder(tmp_path: Path) -> None:
+    cfg, plan, _ = setup(tmp_path / "agent-{id}", "paper", agent_id=1)
+    assert Durable.open(cfg, plan).path == tmp_path / "agent-1" / SNAPSHOT_FILE
