@@ -1,24 +1,39 @@
-"""Simulator benchmarks (DESIGN.md section 5): scale and accuracy of simulated swarms.
+"""Simulator benchmarks (DESIGN.md section 5; issue 12): CPU time against a FLOP lower bound.
 
-Cases:
+For every case, one simulation (``run_simulation`` of the ``launch.py sim`` configuration the
+case names) is timed in CPU seconds (``time.process_time``, this process only, per phase), and
+the same work is counted analytically from the run's own report (batches encoded, learner
+steps, Fuse messages built and absorbed, agents scored):
 
-* ``a``: 1000 agents, m = 100, 30 batches of 20 per agent, learning on, random geometric
-  graph, 6-D synthetic data: wall time and peak memory (targets: < 10 min, < 8 GB).
-* ``b``: 10,000 agents, m = 50, 5 batches of 20 per agent, learning off, random geometric
-  graph (targets: < 10 min, < 16 GB).
-* ``c``: accuracy with learning on: ``rmse_fused`` vs centralized SGPR on the pooled data
-  (target: within 5 %), NLPD vs gPoE and rBCM, on synthetic data and both shared real data
-  sets (ozone: one agent per station; wind: one per station), when ``../shared/data`` exists.
+* ``gemm`` flops: Psi_1, the pair-form Psi_2 GEMM, whitening (two triangular solves), the
+  Cholesky of each local summary, the learner's moments and the forward + backward Psi passes
+  (three times the forward count), prediction caches and test-point Psi statistics;
+* ``exp`` evaluations: one per Psi_1 and per upper-triangle Psi_2 entry (and three times that
+  in a learner step);
+* ``add`` streamed values: m(m+3)/2 per Fuse message built (``R_F - M_ba + R_0``) and per Fuse
+  message absorbed into the fused model.
 
-Every case is one :func:`swarmgp.sim.swarm.run_simulation`; results are merged into a JSON
-file (default ``benchmarks/results_sim.json``) with the machine description. Sizes can be
-scaled down (``--agents``, ``--batches``) for a quick look.
+Rates are measured in the same process right before the case, single-threaded as the simulator
+runs: dgemm on (m, m) x (m, m) products, ``np.exp`` in place on 1 M values, and an in-place
+add of (m, m) arrays. The bound is ``gemm / dgemm_rate + exp / exp_rate + add / add_rate``;
+``ratio = cpu_s / bound_s`` (1 would be the arithmetic alone, at the measured rates).
+
+Cases (``--agents`` / ``--batches`` scale them down for a quick look):
+
+* ``s300`` / ``s300l``: 300 agents, ring, m = 100, 10 batches of 20, paper mode, learning off/on
+  (the issue's profiling case);
+* ``a``: 1000 agents, geometric, m = 100, 30 batches of 20, 6-D, learning on (paper mode);
+* ``b``: 10,000 agents, geometric, m = 50, 5 batches of 20, learning off;
+* ``b100k``: 100,000 agents, otherwise as ``b``.
 
 Usage::
 
-    python benchmarks/bench_sim.py a
-    python benchmarks/bench_sim.py b --agents 2000
-    python benchmarks/bench_sim.py c
+    python benchmarks/bench_sim.py s300 s300l
+    python benchmarks/bench_sim.py a --agents 200 --batches 5
+    python benchmarks/bench_sim.py b
+
+Results are merged into ``benchmarks/results_sim.json`` (``--out``) with the machine and its
+load average: on a shared machine CPU seconds are the steady figure, not wall time.
 """
 
 from __future__ import annotations
@@ -27,46 +42,100 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from swarmgp.sim.cli import Progress
-from swarmgp.agents.runtime.report import summary_lines
-from swarmgp.sim.swarm import SimSettings, run_simulation
+import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-KEYS = (
-    "agents",
-    "topology",
-    "inducing",
-    "samples",
-    "batches_per_agent",
-    "batch_size",
-    "learn",
-    "encoder",
-    "rmse_local",
-    "nlpd_local",
-    "rmse_fused",
-    "nlpd_fused",
-    "rmse_oracle",
-    "consistency_max_rel_err",
-    "baselines",
-    "messages",
-    "bytes",
-    "wall_s",
-    "peak_rss_mb",
-    "virtual_time_s",
-    "settle_s",
-    "diameter",
-    "scored_agents",
-    "observations",
-)
+import launch  # noqa: E402
+from swarmgp.agents.run_config import RunConfig  # noqa: E402
+from swarmgp.sim.swarm import run_simulation, single_threaded  # noqa: E402
+
+BASE = ["sim", "--mode", "paper", "--quiet"]
+CASES: dict[str, list[str]] = {
+    "s300": [
+        "--agents",
+        "300",
+        "--inducing",
+        "100",
+        "--batches",
+        "10",
+        "--batch-size",
+        "20",
+        "--no-learn",
+    ],
+    "s300l": [
+        "--agents",
+        "300",
+        "--inducing",
+        "100",
+        "--batches",
+        "10",
+        "--batch-size",
+        "20",
+        "--learn",
+    ],
+    "a": [
+        "--agents",
+        "1000",
+        "--topology",
+        "geometric",
+        "--inducing",
+        "100",
+        "--batches",
+        "30",
+        "--batch-size",
+        "20",
+        "--dim",
+        "6",
+        "--groups",
+        "8",
+        "--learn",
+        "--heartbeat",
+        "1.0",
+        "--fuse-interval",
+        "0.2",
+        "--score-agents",
+        "200",
+        "--test-points",
+        "200",
+    ],
+    "b": [
+        "--agents",
+        "10000",
+        "--topology",
+        "geometric",
+        "--inducing",
+        "50",
+        "--batches",
+        "5",
+        "--batch-size",
+        "20",
+        "--dim",
+        "6",
+        "--groups",
+        "8",
+        "--no-learn",
+        "--heartbeat",
+        "1.0",
+        "--fuse-interval",
+        "0.2",
+        "--score-agents",
+        "200",
+        "--test-points",
+        "100",
+    ],
+}
+CASES["b100k"] = [*CASES["b"][:1], "100000", *CASES["b"][2:]]
 
 
 def machine() -> dict[str, Any]:
-    """CPU count, platform and Python of this machine."""
+    """CPU count, platform, Python and the load average (the machine may be shared)."""
     return {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
@@ -75,155 +144,148 @@ def machine() -> dict[str, Any]:
     }
 
 
-def case_a(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
-    n = args.agents or 1000
-    return [
-        (
-            f"a_{n}_agents_m100_learn",
-            SimSettings(
-                agents=n,
-                topology="geometric",
-                inducing=100,
-                samples=20,
-                batches=args.batches or 30,
-                batch_size=20,
-                learn=True,
-                encoder=args.encoder,
-                dim=6,
-                groups=8,
-                n_test=200,
-                seed=0,
-                heartbeat_s=1.0,
-                fuse_interval_s=0.2,
-                resend_s=2.0,
-                score_agents=200,
-                series_agents=16,
-                series_test=100,
-                baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
-            ),
-        )
-    ]
+def _best(fn: Any, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
 
 
-def case_b(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
-    n = args.agents or 10000
-    return [
-        (
-            f"b_{n}_agents_m50_nolearn",
-            SimSettings(
-                agents=n,
-                topology="geometric",
-                inducing=50,
-                samples=20,
-                batches=args.batches or 5,
-                batch_size=20,
-                learn=False,
-                encoder="analytic",
-                dim=6,
-                groups=8,
-                n_test=100,
-                seed=0,
-                heartbeat_s=1.0,
-                fuse_interval_s=0.2,
-                resend_s=2.0,
-                score_agents=200,
-                series_agents=8,
-                series_test=50,
-                baselines=("local", "oracle", "gpoe", "rbcm", "dpitc"),
-            ),
-        )
-    ]
+def measured_rates(m: int) -> dict[str, float]:
+    """Single-threaded dgemm (flop/s), exp (values/s) and add (values/s) rates, measured now."""
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((m, m)), rng.standard_normal((m, m))
+    C = np.empty((m, m))
+    k = max(1, int(2e8 / (2 * m**3)))
+
+    def gemm() -> None:
+        for _ in range(k):
+            np.matmul(A, B, out=C)
+
+    x = rng.standard_normal(1 << 20)
+    y = np.empty_like(x)
+
+    def exp() -> None:
+        for _ in range(10):
+            np.exp(x, out=y)
+
+    kk = max(1, int(5e7 / (m * m)))
+
+    def add() -> None:
+        for _ in range(kk):
+            C.__iadd__(A)
+
+    with single_threaded():
+        return {
+            "dgemm_flops": 2 * m**3 * k / _best(gemm, 5),
+            "exp_values": 10 * x.size / _best(exp, 5),
+            "add_values": kk * m * m / _best(add, 5),
+        }
 
 
-def case_c(args: argparse.Namespace) -> list[tuple[str, SimSettings]]:
-    full = ("local", "oracle", "gpoe", "rbcm", "dpitc", "sgpr_pooled")
-    out = [
-        (
-            "c_synthetic",
-            SimSettings(
-                agents=args.agents or 32,
-                topology="geometric",
-                inducing=50,
-                batches=args.batches or 10,
-                batch_size=20,
-                learn=True,
-                dim=2,
-                groups=1,
-                n_test=500,
-                seed=0,
-                baselines=full,
-            ),
-        )
-    ]
-    if (SHARED / "midwest_ozone.csv").exists():
-        out.append(
-            (
-                "c_ozone",
-                SimSettings(
-                    agents=100,
-                    topology="geometric",
-                    data=f"csv:{SHARED / 'midwest_ozone.csv'}",
-                    inducing=50,
-                    batches=args.batches or 6,
-                    batch_size=20,
-                    learn=True,
-                    n_test=1000,
-                    seed=0,
-                    baselines=full,
-                ),
-            )
-        )
-    if (SHARED / "ireland_wind.csv").exists():
-        out.append(
-            (
-                "c_wind",
-                SimSettings(
-                    agents=12,
-                    topology="geometric",
-                    data=f"csv:{SHARED / 'ireland_wind.csv'}",
-                    inducing=50,
-                    batches=args.batches or 30,
-                    batch_size=20,
-                    learn=True,
-                    n_test=1000,
-                    seed=0,
-                    baselines=full,
-                ),
-            )
-        )
-    return out
+def work_count(cfg: RunConfig, r: dict[str, Any]) -> dict[str, float]:
+    """FLOP lower bound of the run's work, from its settings and its report (see the module)."""
+    m, d, n = cfg.model.inducing, cfg.data.dim, cfg.data.batch_size
+    P = m * (m + 3) // 2
+    tri = m * (m + 1) // 2
+    batches = r["observations"] / n  # batches encoded over all agents
+    gemm = exp = add = 0.0
+    # encoding a batch: Psi_1 (n x m x d, ~3 flops each), pair-form Psi_2 GEMM, whitening of the
+    # accumulated C (two m^3 triangular solves) and the Cholesky of I + C
+    enc_gemm = 3 * n * m * d + 2 * n * (3 * d + 1) * tri + 2 * m**3 + m**3 / 3
+    enc_exp = n * m + n * tri
+    gemm += batches * enc_gemm
+    exp += batches * enc_exp
+    if cfg.model.learn:
+        # a learner step: moments of q (Cholesky + inverse) and Psi forward + backward (3x)
+        gemm += batches * (m**3 / 3 + m**3 + 3 * (3 * n * m * d + 2 * n * (3 * d + 1) * tri))
+        exp += batches * 3 * enc_exp
+    net = r["network"]["by_type"]
+    fuse_sent = net.get("Fuse", 0)
+    fuse_rx = r["agent_counters"].get("rx.fuse", 0)
+    add += (fuse_sent + fuse_rx) * P
+    # scoring: per scored agent, the local and fused prediction caches (Cholesky + two solves)
+    # and Psi statistics at the test points; the oracle and baselines once more each
+    scored = r["scored_agents"] * 2 + len(r.get("baselines", {}))
+    t = cfg.scoring.test_points
+    gemm += scored * (m**3 / 3 + 2 * m**3 + 3 * t * m * d + 2 * t * (3 * d + 1) * tri)
+    exp += scored * (t * m + t * tri)
+    return {"gemm_flops": gemm, "exp_values": exp, "add_values": add}
+
+
+def run_case(name: str, extra: list[str]) -> dict[str, Any]:
+    """Run one case; return its row (CPU per phase, bound, ratio, RSS, bytes)."""
+    _, cfg = launch.parse_config([*BASE, *CASES[name], *extra])
+    assert cfg is not None
+    rates = measured_rates(cfg.model.inducing)
+    marks: list[tuple[str, float]] = []
+
+    def progress(phase: str, done: float, total: float) -> None:
+        if not marks or marks[-1][0] != phase:
+            marks.append((phase, time.process_time()))
+
+    t0 = time.process_time()
+    r = run_simulation(cfg, progress=progress)
+    cpu = time.process_time() - t0
+    phases: dict[str, float] = {}
+    bounds = [*marks, ("end", t0 + cpu)]
+    phases["build"] = (marks[0][1] if marks else t0 + cpu) - t0
+    for (ph, a), (_, b) in zip(bounds, bounds[1:], strict=False):
+        phases[ph] = phases.get(ph, 0.0) + b - a
+    work = work_count(cfg, r)
+    bound = (
+        work["gemm_flops"] / rates["dgemm_flops"]
+        + work["exp_values"] / rates["exp_values"]
+        + work["add_values"] / rates["add_values"]
+    )
+    net = r["network"]
+    fuse_bytes = net["bytes_by_type"].get("Fuse", 0)
+    return {
+        "args": [*CASES[name], *extra],
+        "cpu_s": round(cpu, 2),
+        "cpu_s_by_phase": {k: round(v, 2) for k, v in phases.items()},
+        "flop_bound_s": round(bound, 3),
+        "ratio": round(cpu / bound, 2),
+        "work": work,
+        "rates": rates,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "messages": r["messages"],
+        "bytes": r["bytes"],
+        "fuse_messages": net["by_type"].get("Fuse", 0),
+        "fuse_bytes": fuse_bytes,
+        **{k: r.get(k) for k in ("consistency_max_rel_err", "rmse_fused", "settle_s", "diameter")},
+        "machine": machine(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("case", choices=("a", "b", "c"))
-    p.add_argument("--agents", type=int, default=None, help="override the number of agents")
-    p.add_argument("--batches", type=int, default=None, help="override batches per agent")
-    p.add_argument("--encoder", choices=("analytic", "importance"), default="analytic")
+    p.add_argument("cases", nargs="+", choices=sorted(CASES))
+    p.add_argument("--agents", default=None, help="override the number of agents")
+    p.add_argument("--batches", default=None, help="override batches per agent")
     p.add_argument("--out", default=str(Path(__file__).with_name("results_sim.json")))
     args = p.parse_args(argv)
-    cases = {"a": case_a, "b": case_b, "c": case_c}[args.case](args)
+    extra = [
+        *(["--agents", args.agents] if args.agents else []),
+        *(["--batches", args.batches] if args.batches else []),
+    ]
     try:
         results = json.loads(Path(args.out).read_text())
     except (OSError, ValueError):
         results = {}
-    for name, settings in cases:
-        bar = Progress()
-        report = run_simulation(settings, progress=bar)
-        bar.close()
-        for line in summary_lines(report):
-            print(line)
-        row = {k: report.get(k) for k in KEYS}
-        row["machine"] = machine()
-        fused, base = report["rmse_fused"], report["baselines"]
-        if "sgpr_pooled" in base:
-            row["fused_vs_sgpr_rel"] = fused / base["sgpr_pooled"]["rmse"] - 1.0
-        row["nlpd_fused_better_than"] = {
-            k: report["nlpd_fused"] < base[k]["nlpd"] for k in ("gpoe", "rbcm") if k in base
-        }
-        results[name] = row
+    for name in args.cases:
+        row = run_case(name, extra)
+        key = name + ("_" + "_".join(extra[1::2]) if extra else "")
+        results[key] = row
+        print(
+            f"{key}: cpu {row['cpu_s']} s  flop bound {row['flop_bound_s']} s  "
+            f"ratio {row['ratio']}  phases {row['cpu_s_by_phase']}  "
+            f"peak rss {row['peak_rss_mb']:.0f} MB  fuse {row['fuse_messages']} msgs "
+            f"{row['fuse_bytes'] / 1e6:.1f} MB  consistency {row['consistency_max_rel_err']:.1e}"
+        )
         Path(args.out).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-        print(f"  -> {args.out} [{name}]", file=sys.stderr)
     return 0
 
 

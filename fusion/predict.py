@@ -77,5 +77,5 @@ def predict(
     cache = summary if isinstance(summary, PredictiveCache) else predictive_cache(summary, encoding)
     encoding.require_same(cache.encoding_hash)
     mean = psi1(X, encoding.Z, hyper) @ cache.a
-    var = hyper.s**2 + psi2_quadform(X, encoding.Z, hyper, cache.Q) - mean**2
+    var = hyper.s**2 + psi2_quadform(X, encoding.Z, hyper, cache.Q, encoding.pairs) - mean**2
     return mean, np.maximum(var, MIN_VARIANCE)

@@ -212,9 +212,16 @@ def psi2_stack(X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters) -> np.ndarr
 
 
 def psi2_quadform(
-    X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters, Q: np.ndarray
+    X: np.ndarray,
+    Z: np.ndarray,
+    hyper: Hyperparameters,
+    Q: np.ndarray,
+    pairs: np.ndarray | None = None,
 ) -> np.ndarray:
     """``sum_jk Q[j, k] Psi_2(x_n)[j, k]`` for each point, without storing all Psi_2.
+
+    With ``pairs`` (:func:`pair_features` of Z), the pair form: one GEMM and one exp pass on the
+    upper triangle, then one GEMV with ``Q_jj`` and ``Q_jk + Q_kj`` (Psi_2 is symmetric).
 
     Parameters
     ----------
@@ -222,10 +229,23 @@ def psi2_quadform(
     Z : ndarray of shape (m, d)
     hyper : Hyperparameters
     Q : ndarray of shape (m, m)
+    pairs : ndarray of shape (m(m+1)/2, 3d + 1) or None
 
     Returns
     -------
     ndarray of shape (n,)
     """
+    if pairs is not None:
+        m = Z.shape[0]
+        iu, ju = np.triu_indices(m)
+        q = Q[iu, ju] + Q[ju, iu]  # [P]
+        q[iu == ju] *= 0.5
+        A = _point_features(X, hyper)  # [n, 3d+1]
+        out = np.empty(X.shape[0])
+        for lo in range(0, X.shape[0], PSI2_PAIR_CHUNK):
+            E = A[lo : lo + PSI2_PAIR_CHUNK] @ pairs.T  # [k, P]
+            np.exp(E, out=E)
+            np.matmul(E, q, out=out[lo : lo + PSI2_PAIR_CHUNK])
+        return hyper.s**2 * out
     parts = [E.reshape(E.shape[0], -1) @ Q.ravel() for E in _psi2_chunks(X, Z, hyper)]
     return hyper.s**2 * np.concatenate(parts) if parts else np.zeros(0)

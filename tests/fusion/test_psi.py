@@ -68,6 +68,10 @@ def test_pair_form_equals_the_square_form(rng):
         pair = psi2_sum(X, Z, h, pair_features(Z))
         np.testing.assert_allclose(pair, square, rtol=1e-12, atol=1e-12 * np.abs(square).max())
         assert np.array_equal(pair, pair.T)
+        Q = rng.normal(size=(m, m))
+        qf = psi2_quadform(X, Z, h, Q)
+        qp = psi2_quadform(X, Z, h, Q, pair_features(Z))
+        np.testing.assert_allclose(qp, qf, rtol=1e-12, atol=1e-12 * np.abs(qf).max())
     enc = make_encoding(EncodingSpec(d=2, m=9))
     assert enc.pairs is enc.pairs  # built once per encoding
     np.testing.assert_array_equal(enc.pairs, pair_features(enc.Z))
