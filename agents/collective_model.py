@@ -28,8 +28,9 @@ fused ``h`` differs from ``n_obs * v_theta`` exactly when statistics of another 
 mixed in (counted as ``collective.theta_mismatch``; a partition during the warm-up is the one
 way this can happen).
 
-Known limitation: the input box of a time input comes from the warm-up buffers, so on a
-time-ordered stream later times fall outside it (Z covers only the early times).
+The input box comes from the warm-up buffers unless ranges are declared
+(``CollectiveEncoding.box``, ``--input-range NAME=LO:HI``): on a time-ordered stream an
+undeclared time input's later times fall outside it (Z covers only the early times).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class CollectiveEncoding:
     learn: bool = True
     seed: int = 0
     max_evals: int = DEFAULT_MAX_EVALS
+    #: Declared input ranges in raw units, one (lo, hi) per input, NaN where none (() if none):
+    #: they replace the warm-up's observed box (a time input's future is then covered).
+    box: tuple[tuple[float, float], ...] = ()
 
     @property
     def m(self) -> int:
@@ -91,8 +95,11 @@ class CollectiveEncoding:
     @property
     def hash(self) -> str:
         """16 hex digits identifying the run's collective settings."""
-        key = ("collective-v1", self.d, self.inducing, self.warmup_batches, self.learn)
+        key: tuple[object, ...] = ("collective-v1", self.d, self.inducing, self.warmup_batches)
+        key += (self.learn,)
         key += (self.seed, self.max_evals)
+        if self.box:
+            key += (self.box,)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
@@ -139,6 +146,17 @@ def _standard_from_sums(r: np.ndarray, d: int) -> _Standard:
     flat = hi - lo <= 1e-9
     lo, hi = np.where(flat, lo - 1.0, lo), np.where(flat, hi + 1.0, hi)
     return _Standard(mx, sdx, my, sdy, lo, hi)
+
+
+def _with_box(std: _Standard, box: tuple[tuple[float, float], ...]) -> _Standard:
+    """The agreed standardization with declared input ranges as the box (standardized)."""
+    if not box:
+        return std
+    b = np.asarray(box, dtype=np.float64)  # [d, 2]
+    have = np.isfinite(b).all(1)
+    lo = np.where(have, (b[:, 0] - std.mx) / std.sx, std.lo)
+    hi = np.where(have, (b[:, 1] - std.mx) / std.sx, std.hi)
+    return _Standard(std.mx, std.sx, std.my, std.sy, lo, hi)
 
 
 class WarmupProgram:
@@ -218,7 +236,7 @@ class WarmupProgram:
     def apply(self, rnd: int, result: np.ndarray) -> int | None:
         enc = self.enc
         if rnd == 0:
-            self._std = _standard_from_sums(result, enc.d)
+            self._std = _with_box(_standard_from_sums(result, enc.d), enc.box)
             self._theta0 = initial_params(self._std.lo, self._std.hi, enc.inducing, enc.seed)
             self._best = self._theta0
             self._scale_unset = True

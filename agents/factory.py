@@ -81,8 +81,34 @@ def common_encoding(cfg: RunConfig, d: int) -> Encoding | CollectiveEncoding:
             warmup_batches=getattr(cfg.model, "warmup_batches", 2),
             learn=cfg.model.learn,
             seed=cfg.seed,
+            box=declared_box(cfg, d),
         )
     return make_encoding(EncodingSpec(d=d, m=cfg.model.inducing))
+
+
+def declared_box(cfg: RunConfig, d: int) -> tuple[tuple[float, float], ...]:
+    """Per input, the declared ``--input-range NAME=LO:HI`` (NaN, NaN where none); () if none.
+
+    Raises
+    ------
+    ValueError
+        A malformed range, an unknown input name, or ``LO >= HI``.
+    """
+    specs = getattr(cfg.data, "input_range", ())
+    if not specs:
+        return ()
+    names = list(cfg.data.inputs or ())
+    box = [(math.nan, math.nan)] * d
+    for spec in specs:
+        try:
+            name, rng = spec.split("=")
+            lo, hi = (float(v) for v in rng.split(":"))
+        except ValueError:
+            raise ValueError(f"--input-range: got {spec!r}, expected NAME=LO:HI") from None
+        if name not in names or not lo < hi:
+            raise ValueError(f"--input-range {spec!r}: NAME must be one of {names}, LO < HI")
+        box[names.index(name)] = (lo, hi)
+    return tuple(box)
 
 
 def collective_timing(cfg: RunConfig) -> AllReduceTiming:

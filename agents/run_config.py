@@ -176,6 +176,13 @@ class DataConfig(_Section):
     features: str | None = _opt(
         None, "declared FeatureConfig JSON shared by the swarm", metavar="FILE"
     )
+    input_range: tuple[str, ...] = _opt(
+        (),
+        "collective: declared range NAME=LO:HI of an input (its inducing box; e.g. t=0:6574 so "
+        "a time-ordered stream's later times are covered); repeatable",
+        metavar="NAME=LO:HI",
+        repeat=True,
+    )  # collective mode (issue 9)
     dim: int = _opt(2, "synthetic: input dimension", check=at_least(1))
     groups: int = _opt(
         1,

@@ -26,3 +26,17 @@ def test_hundred_agents_on_a_ring_warm_up_without_fallback() -> None:
     assert all(np.array_equal(t, th[0]) for t in th)
     assert sum(m.n_obs for m in ms) == sum(y.shape[0] for b in sw.data.values() for _, y in b)
     assert took < 120.0
+
+
+def test_declared_input_range_sets_the_inducing_box() -> None:
+    """A declared range replaces the observed box of that input (raw units -> standardized)."""
+    from dataclasses import replace
+
+    from swarmgp.agents.collective_model import CollectiveEncoding, _Standard, _with_box
+
+    std = _Standard(np.array([10.0, 0.0]), np.array([2.0, 1.0]), 0.0, 1.0,
+                    np.array([-1.0, -1.0]), np.array([1.0, 1.0]))  # fmt: skip
+    b = _with_box(std, ((0.0, 50.0), (float("nan"), float("nan"))))
+    assert np.allclose(b.lo, [-5.0, -1.0]) and np.allclose(b.hi, [20.0, 1.0])
+    enc = CollectiveEncoding(d=2, inducing=4)
+    assert replace(enc, box=((0.0, 1.0), (0.0, 1.0))).hash != enc.hash
