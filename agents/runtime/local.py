@@ -132,7 +132,14 @@ class LocalSwarm:
     def _state_args(self, i: int) -> list[str]:
         """``--state-dir DIR/agent-<i>`` when the run has a ``--state-dir DIR``."""
         state_dir = getattr(self.cfg.process, "state_dir", None)
-        return ["--state-dir", str(Path(state_dir) / f"agent-{i}")] if state_dir else []
+        if not state_dir:
+            return []
+        path = Path(state_dir) / f"agent-{i}"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LaunchError(f"--state-dir {path}: {exc.strerror or exc}") from None
+        return ["--state-dir", str(path)]
 
     def spawn(self, i: int) -> None:
         """Start agent i (replacing its rendezvous record)."""

@@ -310,6 +310,8 @@ class Durable:
             raise SnapshotError(f"--state-dir {self.dir}: {exc.strerror or exc}") from None
         if not os.access(self.dir, os.W_OK | os.X_OK):
             raise SnapshotError(f"--state-dir {self.dir}: not writable")
+        for stale in self.dir.glob(f".{SNAPSHOT_FILE}.*.tmp"):  # a write cut short by a kill
+            stale.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, cfg: RunConfig, plan: NodePlan) -> Durable:
