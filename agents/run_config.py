@@ -413,7 +413,8 @@ class ProcessConfig(_Section):
     # durable agents (issue 10)
     state_dir: str | None = _opt(
         None,
-        "snapshot the agent's state here and restore it on restart (local: DIR/agent-<i>)",
+        "snapshot the agent's state here and restore it on restart ({id}: the agent id; "
+        "local: DIR/agent-<i>)",
         commands=_REAL,
         metavar="DIR",
     )
