@@ -183,7 +183,12 @@ class LocalSwarm:
                 return {i: r["endpoint"] for i, r in ok.items()}
             dead = [i for i in ids if self.procs[i].poll() is not None]
             if dead:
-                raise LaunchError(f"agents {dead} exited during start-up; see {self.dir}")
+                why = _last_line(self.dir / f"agent-{dead[0]}.stderr")
+                raise LaunchError(
+                    f"agents {dead} exited during start-up"
+                    + (f" (agent {dead[0]}: {why})" if why else "")
+                    + f"; see {self.dir}"
+                )
             if time.monotonic() > deadline:
                 raise LaunchError(f"agents {sorted(set(ids) - set(ok))} did not publish in time")
             time.sleep(0.02)
@@ -388,10 +393,29 @@ def _report(
     )
 
 
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a small text file ('' when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+            lines = fh.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
+
+
 def main(cfg: RunConfig) -> int:
     """``launch.py local``: run a real swarm of agent processes over ZeroMQ and report."""
     t0 = time.time()
     check_outputs(cfg.output.report, cfg.output.plot)  # fail now, not after the run
+    state_dir = getattr(cfg.process, "state_dir", None)
+    if state_dir:
+        try:
+            os.makedirs(state_dir, exist_ok=True)
+        except OSError as exc:
+            raise LaunchError(
+                f"--state-dir {state_dir}: cannot use: {exc.strerror or exc}"
+            ) from None
     plan = plan_local(cfg)
     if cfg.process.keys:  # a missing or bad keyring: one line here, not agents dying at start-up
         from swarmgp.protocol.keys import load_keyring

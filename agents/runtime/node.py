@@ -102,6 +102,12 @@ def plan_node(cfg: RunConfig) -> NodePlan:
         raise LaunchError(f"agent id {agent_id} is outside the swarm of {world} agents")
     if cfg.process.neighbors is not None:
         neighbors = tuple(cfg.process.neighbors)
+        bad = [j for j in neighbors if not 0 <= j < world or j == agent_id]
+        if bad:
+            raise LaunchError(
+                f"--neighbors {','.join(map(str, neighbors))}: {bad[0]} is not another agent "
+                f"of the swarm of {world} (ids 0..{world - 1}, this agent {agent_id})"
+            )
     else:
         if declared is not None and "adjacency" in declared:
             adjacency = {int(k): tuple(v) for k, v in declared["adjacency"].items()}

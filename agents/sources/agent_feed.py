@@ -321,7 +321,16 @@ def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTab
             ) from None
     else:
         cfg = FeatureConfig(
-            input_names=schema.inputs, standardize=True, standardize_y=True, prefix=len(train)
+            input_names=_input_names(schema.inputs, int(train[0].x.shape[0])),
+            standardize=True,
+            standardize_y=True,
+            prefix=len(train),
+        )
+    d_in = int(train[0].x.shape[0])
+    if len(cfg.input_names) != d_in:
+        raise SourceConfigError(
+            f"--features {data.features}: declares {len(cfg.input_names)} inputs "
+            f"{list(cfg.input_names)}, the rows of --data {data.data} have {d_in}"
         )
     cfg = fit_config(cfg, iter(train))
     manifest = DataManifest(
@@ -334,6 +343,16 @@ def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTab
         splitter=splitter,
     )
     return LoadedTable(manifest, rows, per, held, stats)
+
+
+def _input_names(inputs: tuple[str, ...], d_in: int) -> tuple[str, ...]:
+    """Names of the ``d_in`` input components: the columns, or ``x[0], x[1], ...`` when a
+    JSON column holds a list (as many components as the rows have)."""
+    if len(inputs) == d_in:
+        return inputs
+    if len(inputs) == 1:
+        return tuple(f"{inputs[0]}[{i}]" for i in range(d_in))
+    return tuple(f"x{i}" for i in range(d_in))
 
 
 def _rejected_text(stats: dict[str, Any]) -> str:

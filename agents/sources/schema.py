@@ -87,9 +87,12 @@ class ColumnSchema:
         have = set(header)
         for col in self.required:
             if col not in have:
+                shown = repr(list(header))
+                if len(shown) > 200:
+                    shown = shown[:200] + "...]"
                 raise SourceOpenError(
                     origin,
-                    f"header lacks declared column {col!r} (header: {list(header)})",
+                    f"header lacks declared column {col!r} (header: {shown})",
                     line=line,
                     column=col,
                 )
