@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from swarmgp.agents.agent import Agent, Outbound
+from swarmgp.agents.runtime.errors import LaunchError
 from swarmgp.agents.runtime.report import peak_rss_mb
 from swarmgp.agents.sources.agent_feed import NOT_READY
 from swarmgp.protocol.transport import LiveTransport
@@ -93,7 +94,10 @@ def setup_logging(
     agent_id: int, incarnation: int, path: str | None, level: str = "INFO", fmt: str = "kv"
 ) -> None:
     """Structured log lines for this agent on stderr or ``path``: ``kv`` or ``json``."""
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    try:
+        handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    except OSError as exc:
+        raise LaunchError(f"--log-file {path}: cannot open: {exc.strerror or exc}") from None
     formatter = _JSON if fmt == "json" else _KV
     handler.setFormatter(formatter(agent_id, incarnation))
     root = logging.getLogger("swarmgp")
@@ -132,6 +136,8 @@ class RunFacts:
         self.data_done = False
         #: The last collective model covering ``world`` agents after the data ended.
         self.final_fused: Summary | None = None
+        #: The swarm was verified consistent: ``final_fused`` no longer changes.
+        self.frozen = False
         #: More facts (e.g. ``SwarmDone.facts``), merged into the status.
         self.more: Callable[[], dict[str, Any]] | None = None
 
@@ -156,8 +162,12 @@ class RunFacts:
         }
 
     def note_fused(self, fused: Summary) -> None:
-        """Keep ``fused`` as the final model if the data ended and it covers the swarm."""
-        if self.data_done and self.world and fused.n_agents >= self.world:
+        """Keep ``fused`` as the final model if the data ended and it covers the swarm.
+
+        Frozen once the swarm is verified consistent (``frozen``): later changes come from
+        departing agents.
+        """
+        if self.data_done and not self.frozen and self.world and fused.n_agents == self.world:
             self.final_fused = fused
 
 
@@ -272,6 +282,8 @@ class _Driver:
                     self.stop.set()
                 if self.periodic is not None and not self.periodic():
                     self.stop.set()
+            if self.until is not None and self.until.verified:
+                self.facts.frozen = True
             if self.until is not None and self.until.done.is_set():
                 log.info("event=until_done action=stop")
                 self.stop.set()
