@@ -21,10 +21,10 @@ import scipy.linalg as sla
 from swarmgp.fusion.encoding import Encoding
 from swarmgp.fusion.hyper import Hyperparameters
 from swarmgp.fusion.linalg import as_float64
-from swarmgp.fusion.psi import psi1, psi2_quadform
+from swarmgp.fusion.psi import psi1, psi2_quadform, psi2_quadforms
 from swarmgp.fusion.summary import Summary
 
-__all__ = ["PredictiveCache", "predict", "predictive_cache"]
+__all__ = ["PredictiveCache", "predict", "predict_many", "predictive_cache"]
 
 #: Floor on the predictive variance of f, against round-off making it slightly negative.
 MIN_VARIANCE = 1e-12
@@ -78,4 +78,29 @@ def predict(
     encoding.require_same(cache.encoding_hash)
     mean = psi1(X, encoding.Z, hyper) @ cache.a
     var = hyper.s**2 + psi2_quadform(X, encoding.Z, hyper, cache.Q, encoding.pairs) - mean**2
+    return mean, np.maximum(var, MIN_VARIANCE)
+
+
+def predict_many(
+    X: np.ndarray, caches: list[PredictiveCache], encoding: Encoding, hyper: Hyperparameters
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict` for many summaries under one q(W): the Psi statistics of X once.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    caches : list of k PredictiveCache
+    encoding : Encoding
+    hyper : Hyperparameters
+
+    Returns
+    -------
+    mean, var_f : ndarray of shape (k, n)
+    """
+    X = as_float64(X, "test inputs", (None, encoding.d))
+    for c in caches:
+        encoding.require_same(c.encoding_hash)
+    mean = (psi1(X, encoding.Z, hyper) @ np.stack([c.a for c in caches], 1)).T  # [k, n]
+    quad = psi2_quadforms(X, encoding.Z, hyper, np.stack([c.Q for c in caches]), encoding.pairs)
+    var = hyper.s**2 + quad.T - mean**2
     return mean, np.maximum(var, MIN_VARIANCE)

@@ -34,6 +34,7 @@ __all__ = [
     "pair_features",
     "psi1",
     "psi2_quadform",
+    "psi2_quadforms",
     "psi2_stack",
     "psi2_sum",
 ]
@@ -236,16 +237,38 @@ def psi2_quadform(
     ndarray of shape (n,)
     """
     if pairs is not None:
-        m = Z.shape[0]
-        iu, ju = np.triu_indices(m)
-        q = Q[iu, ju] + Q[ju, iu]  # [P]
-        q[iu == ju] *= 0.5
-        A = _point_features(X, hyper)  # [n, 3d+1]
-        out = np.empty(X.shape[0])
-        for lo in range(0, X.shape[0], PSI2_PAIR_CHUNK):
-            E = A[lo : lo + PSI2_PAIR_CHUNK] @ pairs.T  # [k, P]
-            np.exp(E, out=E)
-            np.matmul(E, q, out=out[lo : lo + PSI2_PAIR_CHUNK])
-        return hyper.s**2 * out
+        return psi2_quadforms(X, Z, hyper, Q[None], pairs)[:, 0]
     parts = [E.reshape(E.shape[0], -1) @ Q.ravel() for E in _psi2_chunks(X, Z, hyper)]
     return hyper.s**2 * np.concatenate(parts) if parts else np.zeros(0)
+
+
+def psi2_quadforms(
+    X: np.ndarray, Z: np.ndarray, hyper: Hyperparameters, Qs: np.ndarray, pairs: np.ndarray
+) -> np.ndarray:
+    """:func:`psi2_quadform` for k matrices at once: Psi_2 once, then one GEMM with all Q.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    Z : ndarray of shape (m, d)
+    hyper : Hyperparameters
+    Qs : ndarray of shape (k, m, m)
+    pairs : ndarray of shape (m(m+1)/2, 3d + 1)
+        ``pair_features(Z)``.
+
+    Returns
+    -------
+    ndarray of shape (n, k)
+    """
+    m = Z.shape[0]
+    iu, ju = np.triu_indices(m)
+    q = (Qs[:, iu, ju] + Qs[:, ju, iu]).T  # [P, k]: Psi_2 is symmetric
+    q[iu == ju] *= 0.5
+    A = _point_features(X, hyper)  # [n, 3d+1]
+    out = np.empty((X.shape[0], Qs.shape[0]))
+    for lo in range(0, X.shape[0], PSI2_PAIR_CHUNK):
+        E = A[lo : lo + PSI2_PAIR_CHUNK] @ pairs.T  # [c, P]
+        np.exp(E, out=E)
+        np.matmul(E, q, out=out[lo : lo + PSI2_PAIR_CHUNK])
+    out *= hyper.s**2
+    return out

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from swarmgp.agents.local_model import LocalModel
 from swarmgp.agents.topology import Adjacency, components
 from swarmgp.fusion.metrics import nlpd, rmse
+from swarmgp.fusion.predict import predict_many, predictive_cache
 from swarmgp.fusion.summary import Summary, fuse
 from swarmgp.sim.network import Partition
 from swarmgp.sim.streams import Streams
@@ -142,10 +145,11 @@ def score_agents(
     """
     X = streams.X_test if test_idx is None else streams.X_test[test_idx]
     sc = AgentScores([], [], [], [], [], [])
+    shared = _shared_predictions(agents, ids, X, fused)
     for a in ids:
         ag = agents[a]
         model = ag.model  # type: ignore[attr-defined]
-        m_l, v_l = model.predict(X, None)
+        m_l, v_l = shared[(a, False)] if (a, False) in shared else model.predict(X, None)
         r, n = score_prediction(streams, a, m_l, v_l, test_idx)
         sc.ids.append(int(a))
         sc.rmse_local.append(r)
@@ -154,8 +158,64 @@ def score_agents(
             h = model.hyper
             sc.local_preds.append((m_l, np.maximum(v_l - h.sn2, 1e-12), h.s**2, h.sn2))
         if fused:
-            m_f, v_f = model.predict(X, ag.fused_summary)  # type: ignore[attr-defined]
+            m_f, v_f = (
+                shared[(a, True)] if (a, True) in shared else model.predict(X, ag.fused_summary)  # type: ignore[attr-defined]
+            )
             r, n = score_prediction(streams, a, m_f, v_f, test_idx)
             sc.rmse_fused.append(r)
             sc.nlpd_fused.append(n)
     return sc
+
+
+def _shared_predictions(
+    agents: Mapping[int, object], ids: Sequence[int], X: np.ndarray, fused: bool
+) -> dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]]:
+    """Predictions of the paper's LocalModels that share one q(W) (learning off), in one pass.
+
+    Agents with equal hyperparameters and encoding predict through the same Psi statistics of
+    the test inputs; :func:`~swarmgp.fusion.predict.predict_many` evaluates them once and
+    contracts them with every agent's local and fused summaries in one GEMM. Keys are
+    ``(agent id, fused?)``; values ``(mean, var_y)`` as ``LocalModel.predict`` returns them.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for a in ids:
+        model = getattr(agents[a], "model", None)
+        if not isinstance(model, LocalModel):
+            continue
+        h = model.hyper
+        key = (id(model.encoding), h.mu.tobytes(), h.log_sigma.tobytes(), h.log_s, h.log_sn)
+        groups.setdefault(key, []).append(a)
+    out: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        model = agents[group[0]].model  # type: ignore[attr-defined]
+        for lo in range(0, len(group), SHARED_BLOCK):  # bounds the stacked Q at block * m^2
+            members = group[lo : lo + SHARED_BLOCK]
+            keys = [(a, False) for a in members] + ([(a, True) for a in members] if fused else [])
+            _predict_block(agents, keys, X, model, out)
+    return out
+
+
+#: Agents per block of :func:`_shared_predictions` (2 * 32 summaries of m^2 values each).
+SHARED_BLOCK = 32
+
+
+def _predict_block(
+    agents: Mapping[int, object],
+    keys: list[tuple[int, bool]],
+    X: np.ndarray,
+    model: Any,
+    out: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """Predict one block of ``(agent, fused?)`` keys sharing ``model``'s q(W) into ``out``."""
+    caches = [
+        predictive_cache(
+            agents[a].fused_summary if f else agents[a].model.summary(),  # type: ignore[attr-defined]
+            model.encoding,
+        )
+        for a, f in keys
+    ]
+    mean, var = predict_many(X, caches, model.encoding, model.hyper)
+    for i, k in enumerate(keys):
+        out[k] = (mean[i], var[i] + model.hyper.sn2)
