@@ -343,6 +343,15 @@ class ScoringConfig(_Section):
         commands=frozenset({"sim"}),
         check=at_least(1),
     )
+    newcomers: int = _opt(
+        0,
+        "withhold N of the data's agents; after settling, each joins with k = 0, 5, 10, 20, 50"
+        " of its rows: collective vs local RMSE/NLPD on its own held-out rows (report"
+        " 'newcomers')",
+        commands=frozenset({"sim"}),
+        check=at_least(0),
+        metavar="N",
+    )
     timeout: float = _opt(
         120.0,
         "seconds to wait for consistency",

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from swarmgp.agents.run_config import RunConfig
 from swarmgp.agents.runtime.report import check_outputs, plot_report, summary_lines, write_report
+from swarmgp.sim.newcomers import newcomer_lines, newcomers_plot_path, plot_newcomers
 from swarmgp.sim.swarm import run_simulation
 
 __all__ = ["Progress", "main"]
@@ -54,7 +55,7 @@ def main(cfg: RunConfig) -> int:
     finally:
         if bar is not None:
             bar.close()
-    for line in summary_lines(report):
+    for line in summary_lines(report) + newcomer_lines(report):
         print(line)
     if cfg.output.report:
         write_report(report, cfg.output.report)
@@ -62,4 +63,8 @@ def main(cfg: RunConfig) -> int:
     if cfg.output.plot:
         plot_report(report, cfg.output.plot)
         print(f"  plot: {cfg.output.plot}")
+        if report.get("newcomers", {}).get("table"):  # --newcomers (issue 9)
+            nc_plot = newcomers_plot_path(cfg.output.plot)
+            plot_newcomers(report, nc_plot)
+            print(f"  plot: {nc_plot}")
     return 0

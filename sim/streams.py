@@ -67,6 +67,10 @@ class Streams:
         Target standardization (y_units = y_mean + y_std * y_std_units).
     info : dict
         Description for the report.
+    agent_test : list of (ndarray (n_a, d), ndarray (n_a,)) or None
+        A table's held-out rows of each agent's own sensors (standardized), in file order:
+        ``agent_test[a]`` (the splitter's hold-out, :meth:`held_rows`); None on synthetic data,
+        where every agent's own test targets are ``y_test(a)`` on ``X_test``.
     """
 
     d: int
@@ -77,6 +81,7 @@ class Streams:
     y_mean: float = 0.0
     y_std: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
+    agent_test: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def n_agents(self) -> int:
@@ -110,6 +115,35 @@ class Streams:
     def y_units(self, y: np.ndarray) -> np.ndarray:
         """Standardized targets back in the target's units."""
         return self.y_mean + self.y_std * y
+
+    def held_rows(self, a: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Agent a's own held-out rows (X (n, d), standardized y (n,)); None if none known."""
+        if self.agent_test is None:
+            return None
+        return self.agent_test[a]
+
+    def select(self, ids: Sequence[int]) -> Streams:
+        """The streams of agents ``ids`` only, renumbered ``0 .. len(ids) - 1`` (same test set).
+
+        Raises
+        ------
+        StreamError
+            No agent, or an id out of range.
+        """
+        ids = [int(a) for a in ids]
+        if not ids or not all(0 <= a < self.n_agents for a in ids):
+            raise StreamError(f"select: expected agents in [0, {self.n_agents}), got {ids}")
+        return Streams(
+            self.d,
+            [self.batches[a] for a in ids],
+            self.X_test,
+            self.y_test_groups,
+            self.group[ids],
+            self.y_mean,
+            self.y_std,
+            dict(self.info),
+            None if self.agent_test is None else [self.agent_test[a] for a in ids],
+        )
 
 
 # ---------------------------------------------------------------------------- synthetic
@@ -175,6 +209,7 @@ def table_streams(data: DataSettings, agents: int | None, seed: int, test_points
             for a, rows in enumerate(table.per_agent)
         ]
         test: TestSet = table_test_set(m, table.held, test_points)
+        agent_test = _agent_held_rows(m, table.held)
     except SourceError as exc:
         if isinstance(exc, StreamError):
             raise
@@ -200,7 +235,30 @@ def table_streams(data: DataSettings, agents: int | None, seed: int, test_points
         "y_std": test.y_std,
         "d": m.d,
     }
-    return Streams(m.d, batches, test.X, test.Y, test.group, test.y_mean, test.y_std, info)
+    return Streams(
+        m.d, batches, test.X, test.Y, test.group, test.y_mean, test.y_std, info, agent_test
+    )
+
+
+def _agent_held_rows(m: Any, held: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each agent's own held-out rows (the splitter's agent of each row), transformed."""
+    assert m.splitter is not None
+    tf = m.transform()
+    rows: list[list[Any]] = [[] for _ in range(m.n_agents)]
+    for o in held:
+        a = m.splitter.agent_of(o)
+        if a is not None:
+            rows[a].append(o)
+    out = []
+    for r in rows:
+        if not r:
+            out.append((np.zeros((0, m.d)), np.zeros(0)))
+            continue
+        X = np.stack([o.x for o in r]).astype(np.float64, copy=False)  # [n, d_in]
+        t = np.array([o.t for o in r], dtype=np.float64)
+        y = np.array([o.y for o in r], dtype=np.float64)
+        out.append((tf.transform_X(X, t), np.asarray(tf.transform_y(y), dtype=np.float64)))
+    return out
 
 
 def make_streams(data: DataSettings, *, agents: int | None, seed: int, test_points: int) -> Streams:

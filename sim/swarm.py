@@ -38,6 +38,7 @@ from swarmgp.sim.network import (
     SimNetwork,
     poisson_churn,
 )
+from swarmgp.sim.newcomers import NewcomerSplit, evaluate_newcomers, split_newcomers
 from swarmgp.sim.scheduler import Simulator
 from swarmgp.sim.streams import StreamError, Streams, make_streams
 
@@ -371,6 +372,9 @@ def run_simulation(
         import torch  # noqa: F401  (imported before limiting threads, so the limit applies)
     with single_threaded():
         wall0 = time.perf_counter()
+        split, skipped = _newcomer_split(cfg, adjacency, streams)  # --newcomers (issue 9)
+        if split is not None:
+            streams = split.swarm
         sw = build_swarm(cfg, adjacency, streams)
         if keep is not None:
             keep.append(sw)
@@ -382,7 +386,29 @@ def run_simulation(
         live = sw.sim.live_ids()
         ids = _scored_ids(live, cfg.scoring.score_agents, cfg.seed)
         scores, base, sc = score(sw, ids)
-        return _report(sw, scores, base, sc, err, per, ncomp, live, ids, t_settle0, wall0)
+        extra: dict[str, Any] = {}
+        if split is not None:
+            extra["newcomers"] = evaluate_newcomers(sw, split)
+        elif skipped:
+            extra["newcomers"] = {"skipped": skipped}
+        return _report(sw, scores, base, sc, err, per, ncomp, live, ids, t_settle0, wall0, extra)
+
+
+def _newcomer_split(
+    cfg: RunConfig, adjacency: Adjacency | None, streams: Streams | None
+) -> tuple[NewcomerSplit | None, str]:
+    """The data split into swarm and newcomers (``--newcomers``), or why there is none."""
+    n = cfg.scoring.newcomers
+    if n <= 0:
+        return None, ""
+    if getattr(cfg.model, "mode", "collective") == "paper":
+        return None, "paper mode: newcomers need the collective mode's agreed theta (skipped)"
+    if streams is None:
+        agents = len(adjacency) + n if adjacency is not None else cfg.swarm.agents
+        streams = make_streams(
+            cfg.data, agents=agents, seed=cfg.seed, test_points=cfg.scoring.test_points
+        )
+    return split_newcomers(streams, n, cfg.seed), ""
 
 
 def _report(
@@ -397,6 +423,7 @@ def _report(
     ids: list[int],
     t_settle0: float,
     wall0: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     cfg, sim, streams = sw.config, sw.sim, sw.streams
     net = sw.network.stats
@@ -428,6 +455,7 @@ def _report(
         "agent_counters": _agent_counters(sim.agents),
         "churn_events": len(sw.network.config.churn),
         "observations": int(sum(X.shape[0] for X, _ in _observed(sw))),
+        **(extra or {}),
     }
     return build_report(
         cfg,
