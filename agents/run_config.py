@@ -176,6 +176,12 @@ class DataConfig(_Section):
     features: str | None = _opt(
         None, "declared FeatureConfig JSON shared by the swarm", metavar="FILE"
     )
+    pre_read: bool = _opt(
+        True,
+        "read a table file once before the agents start (sensor list, standardization); "
+        "--no-pre-read streams it like a live feed (push feeds and jsonl:- never are)",
+        commands=_REAL,
+    )
     input_range: tuple[str, ...] = _opt(
         (),
         "collective: declared range NAME=LO:HI of an input (its inducing box; e.g. t=0:6574 so "
@@ -359,6 +365,14 @@ class ScoringConfig(_Section):
         check=above(0.0),
         metavar="S",
     )
+    duration: float | None = _opt(
+        None,
+        "ingest for S seconds of wall time, then stop ingesting (rows received are still "
+        "learned), let the swarm agree and report (a live feed that never ends)",
+        commands=_REAL,
+        check=above(0.0),
+        metavar="S",
+    )
 
 
 @dataclass(frozen=True)
@@ -431,6 +445,14 @@ class ProcessConfig(_Section):
         1, "with --state-dir: snapshot after every K batches", commands=_REAL,
         check=at_least(1), metavar="K",
     )  # fmt: skip
+    metrics_port: int | None = _opt(
+        None,
+        "serve Prometheus metrics on 127.0.0.1:N (local: agent i on N+i); needs "
+        "prometheus_client (pip install 'swarmgp[metrics]')",
+        commands=_REAL,
+        check=lambda v: None if v is None or 0 <= v <= 65535 else "must be a port 0..65535",
+        metavar="N",
+    )
     log_file: str | None = _opt(
         None, "log here instead of stderr", commands=frozenset({"agent"}), metavar="PATH"
     )

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from swarmgp.agents.runtime.report import (
     write_report,
 )
 from swarmgp.agents.sources.agent_feed import DataManifest, declare_data, test_set
+from swarmgp.agents.sources.registry import parse_uri
+from swarmgp.agents.sources.schema import ColumnSchema
 from swarmgp.agents.topology import Adjacency, neighbour_graph
 from swarmgp.fusion.metrics import nlpd, rmse
 from swarmgp.fusion.summary import Summary, fuse
@@ -55,6 +58,15 @@ def exact_sum(locals_: Iterable[Summary]) -> Summary:
     """``sum_a R_a - (A - 1) R_0`` over local summaries, in a fixed order."""
     ls = list(locals_)
     return fuse(ls, ls[0].m, ls[0].encoding_hash)
+
+
+def _is_stdin(uri: str) -> bool:
+    """Whether ``uri`` is standard input (``jsonl:-``)."""
+    try:
+        scheme, target, _ = parse_uri(uri)
+    except ValueError:
+        return False
+    return scheme == "jsonl" and target == "-"
 
 
 def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
@@ -92,7 +104,9 @@ class LocalSwarm:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             # the launcher writes the report: its agents write none of their own
-            (self.dir / CONFIG_FILE).write_text(dump_toml(cfg.replace(report=None, plot=None)))
+            # ... and decides when ingesting ends (--duration: SIGUSR1 to every agent)
+            agent_cfg = cfg.replace(report=None, plot=None, duration=None, metrics_port=None)
+            (self.dir / CONFIG_FILE).write_text(dump_toml(agent_cfg))
         except OSError as exc:
             raise LaunchError(f"cannot use {self.dir}: {exc.strerror or exc}") from None
         record: dict[str, Any] = {
@@ -102,6 +116,10 @@ class LocalSwarm:
         if manifest is not None:
             record["data"] = manifest.to_json()
         write_swarm(self.dir, record)
+        #: ``jsonl:-``: the launcher reads standard input and writes each row to the stdin
+        #: of the agent that owns it (:meth:`forward_stdin`).
+        self.pipe_stdin = _is_stdin(cfg.data.data)
+        self.manifest = manifest
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.all_procs: list[subprocess.Popen[bytes]] = []
         self._client: Any = None
@@ -127,6 +145,11 @@ class LocalSwarm:
             "--until",
             "never",  # this launcher decides when the swarm is done, and stops it
             *self._state_args(i),  # durable agents (issue 10)
+            *(
+                ["--metrics-port", str(self.cfg.process.metrics_port + i)]
+                if self.cfg.process.metrics_port
+                else []
+            ),
         ]
 
     def _state_args(self, i: int) -> list[str]:
@@ -155,7 +178,7 @@ class LocalSwarm:
         try:
             p = subprocess.Popen(
                 self.command(i),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self.pipe_stdin else subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 env=env,
@@ -253,9 +276,77 @@ class LocalSwarm:
         ids = list(ids)
         return self.client(ids).query(ids, timeout_s=timeout_s, **kw)  # type: ignore[no-any-return]
 
-    def check(self, ids: Sequence[int], replies: Mapping[int, Any]) -> tuple[bool, float]:
-        """Whether agents ``ids`` all hold the exact sum of their local summaries."""
+    def end_ingest(self) -> None:
+        """Every agent stops ingesting (SIGUSR1); rows received are still learned."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+
+    def forward_stdin(self, stream: Any, stop: threading.Event) -> dict[str, int]:
+        """``jsonl:-``: each line of ``stream`` (binary) to the stdin of the agent that owns it.
+
+        The owner is the manifest's splitter (the agent column's hash, or the row's): the
+        agents' own filters keep exactly these rows, so each row is learned once. A line
+        that does not parse goes to agent 0, whose source counts it as rejected. Ends at the
+        end of ``stream`` or when ``stop`` is set; then closes every agent's stdin.
+        """
+        from swarmgp.agents.sources.errors import BadRowError
+        from swarmgp.agents.sources.schema import MAX_LINE, RowParser, loads_row
+
+        assert self.manifest is not None and self.manifest.splitter is not None
+        splitter = self.manifest.splitter
+        parser = RowParser(self.manifest.schema or ColumnSchema(), "<stdin>")
+        counts = {"rows": 0, "unparsed": 0, "oversized": 0}
+        pipes = {i: p.stdin for i, p in self.procs.items() if p.stdin is not None}
+        try:
+            lineno = 0
+            while not stop.is_set():
+                line = stream.readline(MAX_LINE + 1)
+                if not line:
+                    break
+                lineno += 1
+                if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                    while line and not line.endswith(b"\n"):
+                        line = stream.readline(MAX_LINE)
+                    counts["oversized"] += 1
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    owner = splitter.route(parser.parse_mapping(loads_row(line, "<stdin>", lineno)))
+                except BadRowError:
+                    owner, counts["unparsed"] = 0, counts["unparsed"] + 1
+                if owner is None or stop.is_set():
+                    continue
+                pipe = pipes.get(owner)
+                if pipe is None:
+                    continue
+                try:
+                    pipe.write(line if line.endswith(b"\n") else line + b"\n")
+                    pipe.flush()
+                except (BrokenPipeError, ValueError, OSError):
+                    pipes.pop(owner, None)
+                    continue
+                counts["rows"] += 1
+        finally:
+            for pipe in pipes.values():
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        return counts
+
+    def check(
+        self, ids: Sequence[int], replies: Mapping[int, Any], data_done: bool = False
+    ) -> tuple[bool, float]:
+        """Whether agents ``ids`` all hold the exact sum of their local summaries (and, with
+        ``data_done``, their data has ended and is all in their local summaries)."""
         if set(replies) != set(ids) or any(replies[i].fused is None for i in ids):
+            return False, math.inf
+        if data_done and not all(replies[i].info.get("data_done") for i in ids):
             return False, math.inf
         exact = exact_sum([replies[i].local for i in ids])
         err = max(replies[i].fused.max_rel_diff(exact) for i in ids)
@@ -268,8 +359,11 @@ class LocalSwarm:
         timeout_s: float = 60.0,
         tol: float = 1e-9,
         poll_s: float = 0.05,
+        data_done: bool = False,
     ) -> tuple[dict[int, Any], float, float]:
-        """Poll status until consistent; return (replies, max rel err, time it became so).
+        """Poll status until consistent (with ``data_done``: and every agent's data ended and
+        learned: a report never claims data its model has not seen); return (replies, max rel
+        err, time it became so).
 
         Raises
         ------
@@ -284,7 +378,7 @@ class LocalSwarm:
             if dead:
                 raise LaunchError(f"agents {dead} died; see logs in {self.dir}")
             replies = self.status(ids, timeout_s=min(2.0, max(deadline - time.monotonic(), 0.1)))
-            full, err = self.check(ids, replies)
+            full, err = self.check(ids, replies, data_done)
             if full and err <= tol:
                 return replies, err, time.time()
             time.sleep(poll_s)
@@ -306,7 +400,7 @@ class LocalPlan:
 
 def plan_local(cfg: RunConfig) -> LocalPlan:
     """Data manifest, neighbour graph (one agent per sensor at most) and work directory."""
-    manifest = declare_data(cfg.data, cfg.swarm.agents, cfg.seed)
+    manifest = declare_data(cfg.data, cfg.swarm.agents, cfg.seed, mode=cfg.model.mode)
     n = manifest.n_agents
     adjacency = neighbour_graph(cfg.swarm.topology, cfg.swarm.peers, n, cfg.seed)
     if len(adjacency) != n:
@@ -361,8 +455,18 @@ def _report(
     t0: float,
     t_cons: float,
 ) -> dict[str, Any]:
-    scores = score_swarm(cfg, swarm, replies, plan.manifest)
+    if plan.manifest.live:  # no held-out rows on a live feed: scores are null, with the reason
+        nan = math.nan
+        scores, note = Scores(nan, nan, nan, nan, nan, nan), "a live feed has no held-out rows"
+    else:
+        scores, note = score_swarm(cfg, swarm, replies, plan.manifest), ""
     final = swarm.status(sorted(replies), timeout_s=5.0)
+    infos = [r.info for r in final.values()]
+    lag_n = sum(int(i.get("ingest_lag_n") or 0) for i in infos)
+    lag_sum = sum(
+        float(i.get("ingest_lag_mean_s") or 0.0) * int(i.get("ingest_lag_n") or 0) for i in infos
+    )
+    received = [i.get("rows_received") for i in infos]
     counters = [r.info.get("counters", {}) for r in final.values()]
     rss = [float(r.info.get("peak_rss_mb", 0.0)) for r in final.values()]
     last_obs = max((r.info.get("last_observation_wall") or t0) for r in replies.values())
@@ -389,8 +493,35 @@ def _report(
             "consistency_after_last_obs_s": t_cons - last_obs,
             "peak_rss_mb_total": float(sum(rss)),
             "workdir": str(plan.workdir),
+            "scores_note": note,
+            # rows each agent's feed handed on (None on synthetic data): their sum is n_obs
+            "rows_received": (
+                None if any(r is None for r in received) else int(sum(received))  # type: ignore[misc]
+            ),
+            "ingest_lag_mean_s": lag_sum / lag_n if lag_n else None,
+            "ingest_lag_max_s": (
+                max(float(i.get("ingest_lag_max_s") or 0.0) for i in infos) if lag_n else None
+            ),
         },
     )
+
+
+def _wait_until(swarm: LocalSwarm, deadline_wall: float) -> None:
+    """Sleep until ``deadline_wall`` (wall clock), failing early when an agent dies.
+
+    Raises
+    ------
+    LaunchError
+        An agent exited.
+    """
+    while time.time() < deadline_wall:
+        dead = [i for i, p in swarm.procs.items() if p.poll() is not None]
+        if dead:
+            why = _last_line(swarm.dir / f"agent-{dead[0]}.stderr")
+            raise LaunchError(
+                f"agents {dead} exited while ingesting" + (f" ({why})" if why else "")
+            )
+        time.sleep(min(0.1, max(deadline_wall - time.time(), 0.0)))
 
 
 def _last_line(path: Path) -> str:
@@ -424,6 +555,8 @@ def main(cfg: RunConfig) -> int:
             load_keyring(cfg.process.keys, who)
     swarm = LocalSwarm(cfg, plan.adjacency, plan.workdir, plan.manifest)
     stop_now: dict[str, int | None] = {"sig": None}
+    stop_fwd = threading.Event()
+    forwarded: dict[str, int] = {}
 
     def on_signal(sig: int, _frame: Any) -> None:
         stop_now["sig"] = sig
@@ -433,12 +566,29 @@ def main(cfg: RunConfig) -> int:
     try:
         progress(f"starting {swarm.n} agents on {plan.topology} (rendezvous {plan.workdir})")
         swarm.start(timeout_s=cfg.process.start_timeout)
-        progress("all agents published endpoints; waiting for consistency")
+        if swarm.pipe_stdin:  # jsonl:-: each row of our stdin to the agent that owns it
+            fwd = threading.Thread(
+                target=lambda: forwarded.update(swarm.forward_stdin(sys.stdin.buffer, stop_fwd)),
+                name="stdin-forward",
+                daemon=True,
+            )
+            fwd.start()
+        duration = cfg.scoring.duration
+        if duration:
+            progress(f"all agents published endpoints; ingesting for {duration:g} s")
+            _wait_until(swarm, t0 + duration)
+            stop_fwd.set()
+            swarm.end_ingest()
+            progress("ingest ended; waiting for the swarm to learn what it received and agree")
+        else:
+            progress("all agents published endpoints; waiting for consistency")
         replies, err, t_cons = swarm.wait_consistent(
-            timeout_s=cfg.scoring.timeout, tol=cfg.scoring.tol
+            timeout_s=cfg.scoring.timeout, tol=cfg.scoring.tol, data_done=True
         )
         progress(f"consistent: max rel err {err:.2e}, {t_cons - t0:.2f} s after launch")
         report = _report(cfg, plan, swarm, replies, err, t0, t_cons)
+        if forwarded:
+            report["stdin_rows"] = forwarded
         for line in summary_lines(report):
             progress(line.strip())
         if cfg.output.report:
@@ -458,6 +608,7 @@ def main(cfg: RunConfig) -> int:
         progress(f"error: {e}")
         return 1
     finally:
+        stop_fwd.set()
         for s in old:  # stopping the agents must not itself be interrupted
             signal.signal(s, signal.SIG_IGN)
         swarm.stop()

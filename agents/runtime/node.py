@@ -96,7 +96,7 @@ def plan_node(cfg: RunConfig) -> NodePlan:
     if declared is not None and "data" in declared:
         manifest = DataManifest.from_json(declared["data"])
     else:  # no launcher declared it: derive it as every agent would
-        manifest = declare_data(cfg.data, world or cfg.swarm.agents, cfg.seed)
+        manifest = declare_data(cfg.data, world or cfg.swarm.agents, cfg.seed, mode=cfg.model.mode)
     world = world or (declared or {}).get("world") or manifest.n_agents
     if not 0 <= agent_id < world:
         raise LaunchError(f"agent id {agent_id} is outside the swarm of {world} agents")
@@ -238,6 +238,8 @@ def _open_state(cfg: RunConfig, plan: NodePlan) -> Any:
 def main(cfg: RunConfig) -> int:
     """Run one agent process (``launch.py agent``); 0 once done or stopped, 1 on an error."""
     t0 = time.time()
+    end_ingest = threading.Event()  # SIGUSR1 or --duration: stop ingesting, learn what came
+    signal.signal(signal.SIGUSR1, lambda _sig, _frame: end_ingest.set())
     start_watchdog()
     configure_threads()
     from swarmgp.agents.factory import agent_seeds, build_agent, common_encoding
@@ -270,6 +272,7 @@ def main(cfg: RunConfig) -> int:
         keyring=keyring,
     )
     facts = RunFacts(zmq_transport.endpoint, plan.world)
+    facts.end_ingest = end_ingest
     agent = build_agent(
         cfg,
         plan.agent_id,
@@ -289,6 +292,16 @@ def main(cfg: RunConfig) -> int:
         atexit.register(durable.save)  # a clean stop keeps every batch learned
     _publish_and_connect(cfg, plan, zmq_transport, incarnation)
     batches: Iterator[Any] = agent_batches(plan.manifest, cfg.data, plan.agent_id, cfg.seed)
+    facts.feed = batches if hasattr(batches, "finish") else None
+    duration = getattr(cfg.scoring, "duration", None)
+    if duration:
+        timer = threading.Timer(max(t0 + duration - time.time(), 0.0), end_ingest.set)
+        timer.daemon = True
+        timer.start()
+    if cfg.process.metrics_port is not None:  # Prometheus exporter, refreshed by the runner
+        from swarmgp.agents.runtime.metrics import start_metrics
+
+        facts.metrics = start_metrics(cfg.process.metrics_port, plan.agent_id)
     if durable is not None:  # resume after the last batch learned
         batches = durable.feed(batches)
     transport: LiveTransport = zmq_transport
@@ -417,6 +430,9 @@ def agent_report(
             "scores_note": note,
             "until": cfg.process.until,
             "rejected": int(sum(v for k, v in c.items() if k.startswith("rejected."))),
+            "rows_received": facts.rows_received,
+            "ingest_lag_mean_s": facts.lag_sum / facts.lag_n if facts.lag_n else None,
+            "ingest_lag_max_s": facts.lag_max if facts.lag_n else None,
             # --plot: this agent's point (pre- vs post-fusion RMSE)
             "per_agent": (
                 {

@@ -21,7 +21,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +142,30 @@ class RunFacts:
         self.frozen = False
         #: More facts (e.g. ``SwarmDone.facts``), merged into the status.
         self.more: Callable[[], dict[str, Any]] | None = None
+        #: The agent's data feed (a :class:`~swarmgp.agents.sources.agent_feed.DataFeed`, or
+        #: None): its rows received and the arrival times of each batch (ingest lag).
+        self.feed: Any = None
+        #: Set to stop ingesting (SIGUSR1, ``--duration``): rows received are still learned.
+        self.end_ingest = threading.Event()
+        #: Ingest lag, arrival to learned (in the local summary), in seconds: n, sum, max.
+        self.lag_n = 0
+        self.lag_sum = 0.0
+        self.lag_max = 0.0
+        #: A metrics exporter (``--metrics-port``): ``update(agent, facts, now)`` in the loop.
+        self.metrics: Any = None
+
+    def note_lag(self, arrivals: Iterable[float], learned_wall: float) -> None:
+        """Rows that arrived at ``arrivals`` (wall clock) are in the local summary now."""
+        for t in arrivals:
+            lag = max(learned_wall - t, 0.0)
+            self.lag_n += 1
+            self.lag_sum += lag
+            self.lag_max = max(self.lag_max, lag)
+
+    @property
+    def rows_received(self) -> int | None:
+        """Rows of this agent's share the feed handed on (None without a feed)."""
+        return None if self.feed is None else int(getattr(self.feed, "rows_emitted", 0))
 
     def observed(self, X: np.ndarray, y: np.ndarray) -> None:
         """Note a batch the agent learned (its arrival time; a digest of the first one)."""
@@ -158,6 +184,11 @@ class RunFacts:
             "last_fused_change_wall": self.last_fused_change_wall,
             "first_batch": self.first_batch,
             "data_done": self.data_done,
+            "rows_received": self.rows_received,
+            "ingest_lag_n": self.lag_n,
+            "ingest_lag_mean_s": self.lag_sum / self.lag_n if self.lag_n else None,
+            "ingest_lag_max_s": self.lag_max if self.lag_n else None,
+            "ingest_ended": self.end_ingest.is_set(),
             **(self.more() if self.more is not None else {}),
         }
 
@@ -195,6 +226,11 @@ class _Driver:
         self._expired = 0
         self.facts = facts
         self._stamp: Any = None
+        #: Batches fed but not yet in the local summary: (rows fed after it, arrival times).
+        self._lagging: deque[tuple[int, list[float]]] = deque()
+        self._fed = 0
+        self._n0 = agent.local_summary.n_obs
+        self._ingest_ended = False
 
     def dispatch(self, out: list[Outbound]) -> None:
         for dest, msg in out:
@@ -243,7 +279,25 @@ class _Driver:
                 else:
                     self.dispatch(a.observe(b[0], b[1], t))
                     self.facts.observed(b[0], b[1])
+                    self._fed += int(b[1].shape[0])
+                    arrivals = getattr(self.facts.feed, "last_arrivals", None)
+                    if arrivals:
+                        self._lagging.append((self._fed, list(arrivals)))
                     next_batch = t + self.batch_interval_s
+            if self._lagging:
+                learned = a.local_summary.n_obs - self._n0
+                wall = time.time()
+                while self._lagging and learned >= self._lagging[0][0]:
+                    self.facts.note_lag(self._lagging.popleft()[1], wall)
+            if batches_left and not self._ingest_ended and self.facts.end_ingest.is_set():
+                self._ingest_ended = True  # rows received are still learned, then data ends
+                finish = getattr(self.facts.feed, "finish", None)
+                if callable(finish):
+                    finish()
+                    next_batch = t
+                else:
+                    batches_left = False
+                log.info("event=ingest_end")
             wake = a.next_deadline()
             if batches_left:
                 wake = min(wake, next_batch)
@@ -282,6 +336,8 @@ class _Driver:
                     self.stop.set()
                 if self.periodic is not None and not self.periodic():
                     self.stop.set()
+            if self.facts.metrics is not None:
+                self.facts.metrics.update(a, self.facts, now())
             if self.until is not None and self.until.verified:
                 self.facts.frozen = True
             if self.until is not None and self.until.done.is_set():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +37,10 @@ import numpy as np
 
 from swarmgp.agents.sources.batching import Batcher
 from swarmgp.agents.sources.errors import QueueClosed, SourceConfigError, SourceOpenError
+from swarmgp.agents.sources.jsonl_source import DEFAULT_JSON_SCHEMA
 from swarmgp.agents.sources.queue import BoundedQueue, SourcePump
 from swarmgp.agents.sources.record import Observation
-from swarmgp.agents.sources.registry import open_source, parse_uri
+from swarmgp.agents.sources.registry import _schema_from, open_source, parse_uri
 from swarmgp.agents.sources.schema import ColumnSchema
 from swarmgp.agents.sources.settings import DataSettings
 from swarmgp.agents.sources.split import Holdout, Splitter, order_rows, pick_test_rows
@@ -54,6 +56,8 @@ __all__ = [
     "agent_batches",
     "batch_arrays",
     "declare_data",
+    "declare_stream",
+    "is_live",
     "is_synthetic",
     "is_table_file",
     "load_table",
@@ -79,6 +83,18 @@ def is_table_file(uri: str) -> bool:
     """Whether ``uri`` is a finite table file (``csv:``, ``parquet:``, ``jsonl:`` not stdin)."""
     scheme, target, _ = parse_uri(uri)
     return scheme in ("csv", "parquet") or (scheme == "jsonl" and target != "-")
+
+
+def is_live(uri: str, pre_read: bool = True) -> bool:
+    """Whether ``uri`` is read as a live stream, without a pre-read: the push feeds
+    (``zmq+sub://``, ``mqtt://``), standard input (``jsonl:-``), and any table file when
+    ``pre_read`` is False (``--no-pre-read``)."""
+    if is_synthetic(uri):
+        return False
+    scheme, target, _ = parse_uri(uri)
+    if scheme in ("zmq+sub", "mqtt") or (scheme == "jsonl" and target == "-"):
+        return True
+    return not pre_read
 
 
 # ---------------------------------------------------------------------------- the manifest
@@ -116,6 +132,8 @@ class DataManifest:
     features: FeatureConfig | None = None
     splitter: Splitter | None = None
     world: SyntheticWorld | None = None
+    #: Read as a live stream (no pre-read, no held-out rows, rows as they arrive).
+    live: bool = False
 
     def __post_init__(self) -> None:
         if (self.world is None) == (self.splitter is None):
@@ -165,6 +183,7 @@ class DataManifest:
             "features": None if self.features is None else self.features.to_dict(),
             "splitter": None if self.splitter is None else self.splitter.to_dict(),
             "world": None if self.world is None else self.world.to_dict(),
+            "live": self.live,
         }
 
     def to_json(self) -> str:
@@ -191,6 +210,7 @@ class DataManifest:
                 features=None if d["features"] is None else FeatureConfig.from_dict(d["features"]),
                 splitter=None if d["splitter"] is None else Splitter.from_dict(d["splitter"]),
                 world=None if d["world"] is None else SyntheticWorld.from_dict(d["world"]),
+                live=bool(d.get("live", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SourceConfigError):
@@ -361,16 +381,23 @@ def _rejected_text(stats: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()))
 
 
-def declare_data(data: DataSettings, n_agents: int | None, seed: int) -> DataManifest:
-    """The swarm's shared data manifest (synthetic: no read; a table: read once).
+def declare_data(
+    data: DataSettings, n_agents: int | None, seed: int, *, mode: str = "collective"
+) -> DataManifest:
+    """The swarm's shared data manifest (synthetic: no read; a table: read once; a live
+    feed, see :func:`is_live`: no read at all, :func:`declare_stream`).
 
     Parameters
     ----------
     data : DataConfig (any :class:`DataSettings`)
     n_agents : int or None
-        A; None: one per distinct agent-column value on a table, 8 on synthetic data.
+        A; None: one per distinct agent-column value on a table, 8 on synthetic data
+        (required on a live feed).
     seed : int
         The run seed.
+    mode : {"collective", "paper"}
+        The model mode: on a live feed the paper mode needs a declared, fitted ``--features``
+        (the collective mode agrees its standardization in the swarm's warm-up).
 
     Returns
     -------
@@ -390,7 +417,124 @@ def declare_data(data: DataSettings, n_agents: int | None, seed: int) -> DataMan
         A = DEFAULT_AGENTS if n_agents is None else n_agents
         world = SyntheticWorld.from_config(data, A, seed)
         return DataManifest(uri="synthetic", seed=seed, n_agents=A, d=world.d, world=world)
+    if is_live(data.data, bool(getattr(data, "pre_read", True))):
+        return declare_stream(data, n_agents, seed, mode=mode)
     return load_table(data, n_agents, seed).manifest
+
+
+def stream_schema(data: DataSettings) -> ColumnSchema:
+    """The columns of a live feed, without reading a row.
+
+    ``--inputs``/``--target`` default to the documented JSON layout (``{"agent": ..., "t": ...,
+    "x": [...], "y": ...}``: inputs ``x``, target ``y``) on JSON sources, and to the CSV
+    header on a CSV file (the header only). The input dimension comes from a URI ``d=N``, a
+    ``--features`` file, or one component per input column.
+    """
+    scheme, _, opts = parse_uri(data.data)
+    if scheme in ("csv", "parquet"):
+        return table_schema(data)
+    base = ColumnSchema(
+        agent=data.agent_column,
+        time=data.time_column,
+        inputs=DEFAULT_JSON_SCHEMA.inputs if data.inputs is None else tuple(data.inputs),
+        target=DEFAULT_JSON_SCHEMA.target if data.target is None else data.target,
+    )
+    return _schema_from(dict(opts), base) or base  # URI options (?agent=...&d=3) apply
+
+
+def _declared_features(data: DataSettings) -> FeatureConfig | None:
+    """The ``--features`` FeatureConfig (None when none is declared).
+
+    Raises
+    ------
+    SourceOpenError, SourceConfigError
+        Unreadable file, not a FeatureConfig JSON.
+    """
+    if not data.features:
+        return None
+    try:
+        text = Path(data.features).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SourceOpenError(data.features, f"--features: cannot read: {why}") from None
+    try:
+        return FeatureConfig.from_json(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        if isinstance(exc, SourceConfigError):
+            raise SourceConfigError(f"--features {data.features}: {exc}") from None
+        raise SourceConfigError(
+            f"--features {data.features}: not a FeatureConfig JSON: {exc}"
+        ) from None
+
+
+def declare_stream(
+    data: DataSettings, n_agents: int | None, seed: int, *, mode: str = "collective"
+) -> DataManifest:
+    """The manifest of a live feed, declared without reading it.
+
+    * agents: ``n_agents`` (required: the sensors are not known before the stream);
+    * assignment: with an agent column, a stable hash of the sensor key modulo A
+      (:func:`~swarmgp.agents.sources.split.key_agent`: no global key list; balanced only on
+      average, unlike the round robin over sorted keys of a table), else a seeded hash of
+      each row;
+    * nothing is held out (there is no finite test table): every row is learned;
+    * features: a declared ``--features`` (with its statistics), else in the collective mode
+      the identity (the warm-up all-reduce agrees the standardization); the paper mode needs
+      ``--features``.
+
+    Raises
+    ------
+    SourceConfigError
+        No ``n_agents``; the paper mode without ``--features``; an unfitted ``--features``.
+    """
+    if n_agents is None:
+        raise SourceConfigError(
+            f"--data {data.data}: a live feed needs --agents N (the stream is not read first)"
+        )
+    schema = stream_schema(data)
+    declared = _declared_features(data)
+    if declared is not None and not declared.is_fitted:
+        raise SourceConfigError(
+            f"--features {data.features}: a live feed needs the statistics declared "
+            "(mean/std, y_mean/y_std): the stream is not read first"
+        )
+    if declared is None and mode == "paper":
+        raise SourceConfigError(
+            f"--data {data.data}: --mode paper on a live feed needs --features FILE (a fitted "
+            "FeatureConfig: the stream is not read first; the collective mode needs none)"
+        )
+    if schema.d is not None:
+        d_in = schema.d
+    elif declared is not None:
+        d_in = len(declared.input_names)
+    elif data.inputs is None and "inputs" not in parse_uri(data.data)[2]:
+        raise SourceConfigError(
+            f"--data {data.data}: the input dimension of a live feed is not known before it is "
+            f"read: add d=N to the URI ('{schema.inputs[0]}' holds a list of N numbers) or "
+            "name scalar inputs with --inputs A,B,..."
+        )
+    else:
+        d_in = len(schema.inputs)
+    if declared is not None and len(declared.input_names) != d_in:
+        raise SourceConfigError(
+            f"--features {data.features}: declares {len(declared.input_names)} inputs "
+            f"{list(declared.input_names)}, the feed has {d_in}"
+        )
+    schema = ColumnSchema(schema.agent, schema.time, schema.inputs, schema.target, d=d_in)
+    cfg = declared or FeatureConfig(input_names=_input_names(schema.inputs, d_in))
+    holdout = Holdout("none", seed=seed)
+    by = "hash" if schema.agent is not None else "random"
+    splitter = Splitter(n_agents, holdout, by, seed=seed)
+    return DataManifest(
+        uri=data.data,
+        seed=seed,
+        n_agents=n_agents,
+        d=cfg.d_out,
+        schema=schema,
+        features=cfg,
+        splitter=splitter,
+        live=True,
+    )
 
 
 # ---------------------------------------------------------------------------- batches
@@ -463,7 +607,7 @@ def agent_batches(
     if manifest.world is not None:
         B = DEFAULT_BATCHES if data.batches is None else data.batches
         return iter(manifest.world.batches(agent_id, B, data.batch_size))
-    if is_table_file(manifest.uri):
+    if is_table_file(manifest.uri) and not manifest.live:
         return DataFeed(
             manifest,
             agent_id,
@@ -560,7 +704,7 @@ def test_set(manifest: DataManifest, data: DataSettings, seed: int, n: int) -> T
         X, Y = w.test_set(n)
         group = np.array([w.group_of(a) for a in range(manifest.n_agents)], dtype=np.int64)
         return TestSet(X, Y, group)
-    if not is_table_file(manifest.uri):
+    if manifest.live or not is_table_file(manifest.uri):
         raise SourceConfigError(f"--data {manifest.uri}: a live feed has no held-out table")
     assert manifest.splitter is not None
     with open_source(manifest.uri, schema=manifest.schema, keep=manifest.splitter.held_out) as src:
@@ -616,7 +760,7 @@ class DataFeed:
             raise SourceConfigError("DataFeed reads a table or a live feed, not synthetic data")
         if not 0 <= agent_id < splitter.n_agents:
             raise SourceConfigError(f"agent {agent_id} not in [0, {splitter.n_agents})")
-        if splitter.by == "column" and not splitter.sensors[agent_id]:
+        if splitter.by == "column" and not splitter.sensors[agent_id] and not manifest.live:
             raise SourceConfigError(f"agent {agent_id}: no sensor of the data manifest maps to it")
         if order not in (None, "time", "random"):
             raise SourceConfigError(f"order must be None, 'time' or 'random', got {order!r}")
@@ -626,9 +770,26 @@ class DataFeed:
         self.order = order
         self.keep_partial = keep_partial
         self.transform = manifest.transform()
-        self.source = open_source(
-            manifest.uri, schema=manifest.schema, keep=splitter.keep_train(agent_id)
-        )
+        own = splitter.keep_train(agent_id)
+        #: Wall-clock arrival times of the rows kept and not yet emitted (the pump appends).
+        self._arrivals: deque[float] = deque()
+
+        track = order is None  # arrival times of a stream (the ingest lag)
+
+        def keep(obs: Observation) -> bool:  # runs in the pump thread as each row arrives
+            if own(obs):
+                if track:
+                    self._arrivals.append(time.time())
+                return True
+            return False
+
+        self.source = open_source(manifest.uri, schema=manifest.schema, keep=keep)
+        #: Arrival times of the rows of the last batch emitted (live order; empty otherwise).
+        self.last_arrivals: list[float] = []
+        #: Rows emitted in batches so far (the rows this agent received and handed on).
+        self.rows_emitted = 0
+        self._finishing = False
+        self._input_closed = False
         self.queue: BoundedQueue[Observation] = BoundedQueue(queue_size, policy="block")
         self.pump = SourcePump(self.source, self.queue)
         self.pump.start()
@@ -643,9 +804,39 @@ class DataFeed:
     def __iter__(self) -> Iterator[Any]:
         return self
 
+    def finish(self) -> None:
+        """Stop ingesting (thread-safe): rows already received are still emitted (the last
+        batch partial), then the feed ends (``local``/``agent --duration``, SIGUSR1)."""
+        self._finishing = True
+
+    def _close_input(self) -> list[Observation]:
+        """Close the source's side: what is queued now is the last of the rows received."""
+        self._input_closed = True
+        got: list[Observation] = []
+        try:
+            while True:
+                items = self.queue.get_many(4096, timeout=0.0)
+                if not items:
+                    break
+                got.extend(items)
+        except QueueClosed:
+            pass
+        self.queue.close()  # the pump's next put fails: it stops reading
+        stop = getattr(self.source, "stop", None)
+        if callable(stop):
+            stop()
+        return got
+
     def __next__(self) -> Any:
         if self.max_batches is not None and self.emitted >= self.max_batches:
             raise StopIteration
+        if self._finishing and not self._input_closed:
+            rows = self._close_input()
+            if self.order is not None:
+                self._rows.extend(rows)
+            else:
+                self._pending.extend(rows)
+                self.keep_partial = True  # every row received is learned
         if self.order is not None:
             return self._next_ordered()
         if self._done:
@@ -693,10 +884,16 @@ class DataFeed:
         if not self._ready:
             raise StopIteration
         self.emitted += 1
-        return self._ready.popleft()
+        X, y = self._ready.popleft()
+        self.rows_emitted += int(y.shape[0])
+        return X, y
 
     def _emit_batch(self, b: Any) -> Pair:
         self.emitted += 1
+        n = int(b.y.shape[0])
+        self.rows_emitted += n
+        arr = self._arrivals
+        self.last_arrivals = [arr.popleft() for _ in range(min(n, len(arr)))]
         tb = self.transform.apply_batch(b)
         return tb.X, tb.y
 

@@ -5,13 +5,15 @@ URIs::
     csv:PATH[?agent=station&time=t&inputs=lon,lat,t&target=wind_knots&speed=10x&time_unit_s=86400]
     jsonl:PATH | jsonl:-                        (JSON Lines file, or standard input)
     parquet:PATH[?...]                          (needs pyarrow)
-    zmq+sub://HOST:PORT/TOPIC                   (ZeroMQ SUB; topic may be empty)
-    mqtt://HOST[:PORT]/TOPIC                    (needs paho-mqtt>=2; topic may hold / + #)
+    zmq+sub://HOST:PORT/TOPIC[?idle=5&hwm=10000]  (ZeroMQ SUB; topic may be empty)
+    mqtt://HOST[:PORT]/TOPIC[?qos=1&idle=5]     (needs paho-mqtt>=2; topic may hold / + #)
     synthetic:agents=4,d=2,n=1000,seed=0,noise=0.1
 
 Query options of the file sources: ``agent`` (``none`` = single agent), ``time``,
 ``inputs`` (comma separated), ``target``, ``d``, ``speed``, ``time_unit_s``,
-``on_bad``. Keyword arguments override the URI.
+``on_bad``; the push feeds also take the column options (``agent`` ... ``d``), ``idle``
+(seconds without a message that end the stream), ``qos`` and ``client_id`` (MQTT) and ``hwm``
+(ZeroMQ). Keyword arguments override the URI.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ def parse_uri(uri: str) -> tuple[str, str, dict[str, str]]:
     if scheme in ("zmq+sub", "mqtt"):
         if not rest.startswith("//"):
             raise SourceConfigError(f"{uri!r}: expected {scheme}://host:port/topic")
-        return scheme, rest[2:], opts
+        target, q, query = rest[2:].partition("?")  # options: ?qos=1&idle=5&agent=station
+        if q:
+            opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
+        return scheme, target, opts
     if scheme == "synthetic":
         text = rest.lstrip("?")
         for part in text.replace("&", ",").split(","):
@@ -97,6 +102,47 @@ def _host_port(target: str, default_port: int | None, uri: str) -> tuple[str, in
         return host, int(port), topic
     except ValueError:
         raise SourceConfigError(f"{uri!r}: bad port {port!r}") from None
+
+
+#: Push-feed options settable in the URI query: name -> (keyword, type, schemes).
+_PUSH_OPTIONS: dict[str, tuple[str, Callable[[str], Any], tuple[str, ...]]] = {
+    "idle": ("idle_timeout_s", float, ("zmq+sub", "mqtt")),
+    "idle_timeout_s": ("idle_timeout_s", float, ("zmq+sub", "mqtt")),
+    "qos": ("qos", int, ("mqtt",)),
+    "client_id": ("client_id", str, ("mqtt",)),
+    "connect_timeout_s": ("connect_timeout_s", float, ("mqtt",)),
+    "hwm": ("rcvhwm", int, ("zmq+sub",)),
+}
+
+
+def _push_options(scheme: str, opts: dict[str, str], uri: str) -> dict[str, Any]:
+    """Keyword arguments of a push source from its URI query (``?qos=1&idle=5``); consumed
+    entries are removed from ``opts``.
+
+    Raises
+    ------
+    SourceConfigError
+        A value of the wrong type, or an option of another scheme.
+    """
+    out: dict[str, Any] = {}
+    for name in list(opts):
+        spec = _PUSH_OPTIONS.get(name)
+        if spec is None or scheme not in spec[2]:
+            continue
+        key, typ, _ = spec
+        text = opts.pop(name)
+        try:
+            value = typ(text)
+        except ValueError:
+            raise SourceConfigError(
+                f"{uri!r}: option {name}={text!r} is not a {typ.__name__}"
+            ) from None
+        if key == "idle_timeout_s" and not value > 0:
+            raise SourceConfigError(f"{uri!r}: option {name} must be > 0 seconds")
+        if key == "qos" and value not in (0, 1, 2):
+            raise SourceConfigError(f"{uri!r}: option qos must be 0, 1 or 2")
+        out[key] = value
+    return out
 
 
 def open_source(
@@ -185,6 +231,8 @@ def open_source(
         from swarmgp.agents.sources.synthetic import SyntheticSource, SyntheticSpec
 
         return SyntheticSource(SyntheticSpec.from_options(opts), **common, **options)
+    if scheme in ("zmq+sub", "mqtt"):
+        options = {**_push_options(scheme, opts, uri), **options}
     if opts:
         raise SourceConfigError(f"{uri!r}: unknown options {sorted(opts)}")
     if scheme == "csv":

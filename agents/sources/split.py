@@ -5,8 +5,10 @@ reading a whole table, a real agent process filtering a stream for its own rows,
 experiments all agree on every row, whatever order or subset of rows each of them reads:
 
 * **assignment**, by the agent column (sorted sensor keys dealt round robin over the agents,
-  :func:`station_mapping`) or at random (a seeded hash of the row's content, so the choice
-  does not depend on the rows read before it);
+  :func:`station_mapping`), by a stable hash of the sensor key (``by="hash"``,
+  :func:`key_agent`: live feeds, where no list of every key exists before the agents start)
+  or at random (a seeded hash of the row's content, so the choice does not depend on the rows
+  read before it);
 * **hold-out**, by ``"random"`` rows (the same hash: a row is held out with probability
   ``1 / every``) or by ``"time"`` (whole days: ``int(floor(t)) % every == 0``), plus any
   named sensors held out whole (the experiments' spatial task). ``"none"`` holds out nothing
@@ -39,6 +41,7 @@ __all__ = [
     "Splitter",
     "agent_filter",
     "holdout_split",
+    "key_agent",
     "order_rows",
     "pick_stations",
     "pick_test_rows",
@@ -69,6 +72,18 @@ def row_digest(obs: Observation, seed: int) -> bytes:
     h.update(np.ascontiguousarray(obs.x, dtype="<f8").tobytes())
     h.update(struct.pack("<d", float(obs.y)))
     return h.digest()
+
+
+def key_agent(key: str, n_agents: int) -> int:
+    """The agent of a sensor key on a live feed: BLAKE2b-64 of the key modulo ``n_agents``.
+
+    Needs no list of keys, so every process maps a key it has never seen the same way. The
+    trade-off against the round robin of :func:`station_mapping` (tables, whose keys are all
+    known): the load is balanced only on average, and with K keys over A agents an agent gets
+    no key with probability ``(1 - 1/A)^K`` (it then learns nothing but still fuses).
+    """
+    h = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "little") % int(n_agents)
 
 
 def _unit(b: bytes) -> float:
@@ -288,8 +303,9 @@ class Splitter:
     n_agents : int
         A.
     holdout : Holdout
-    by : {"column", "random"}
-        Assign by the agent column through ``sensors``, or by a seeded row hash.
+    by : {"column", "hash", "random"}
+        Assign by the agent column through ``sensors``, by a hash of the agent column's key
+        (:func:`key_agent`; no key list), or by a seeded row hash.
     sensors : tuple of tuple of str
         ``by="column"``: ``sensors[a]``, the sensor keys agent ``a`` reads.
     seed : int
@@ -306,8 +322,8 @@ class Splitter:
     def __post_init__(self) -> None:
         if self.n_agents < 1:
             raise SourceConfigError(f"n_agents must be >= 1, got {self.n_agents}")
-        if self.by not in ("column", "random"):
-            raise SourceConfigError(f"by must be 'column' or 'random', got {self.by!r}")
+        if self.by not in ("column", "hash", "random"):
+            raise SourceConfigError(f"by must be 'column', 'hash' or 'random', got {self.by!r}")
         sensors = tuple(tuple(s) for s in self.sensors)
         object.__setattr__(self, "sensors", sensors)
         if self.by == "column":
@@ -336,6 +352,8 @@ class Splitter:
         """The agent whose share ``obs`` is (hold-out aside); None: no agent reads its sensor."""
         if self.by == "column":
             return self._owner.get(obs.agent)
+        if self.by == "hash":
+            return key_agent(obs.agent, self.n_agents)
         return int.from_bytes(row_digest(obs, self.seed)[8:16], "little") % self.n_agents
 
     def held_out(self, obs: Observation) -> bool:
