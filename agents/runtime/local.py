@@ -145,12 +145,15 @@ class LocalSwarm:
             "--until",
             "never",  # this launcher decides when the swarm is done, and stops it
             *self._state_args(i),  # durable agents (issue 10)
-            *(
-                ["--metrics-port", str(self.cfg.process.metrics_port + i)]
-                if self.cfg.process.metrics_port
-                else []
-            ),
+            *self._metrics_args(i),
         ]
+
+    def _metrics_args(self, i: int) -> list[str]:
+        """``--metrics-port N+i`` (0: every agent picks a free port) with ``--metrics-port N``."""
+        port = self.cfg.process.metrics_port
+        if port is None:
+            return []
+        return ["--metrics-port", str(port + i if port else 0)]
 
     def _state_args(self, i: int) -> list[str]:
         """``--state-dir DIR/agent-<i>`` when the run has a ``--state-dir DIR``."""
@@ -547,6 +550,10 @@ def main(cfg: RunConfig) -> int:
             raise LaunchError(
                 f"--state-dir {state_dir}: cannot use: {exc.strerror or exc}"
             ) from None
+    if cfg.process.metrics_port is not None:  # one line here, not agents dying at start-up
+        from swarmgp.agents.runtime.metrics import require_prometheus
+
+        require_prometheus()
     plan = plan_local(cfg)
     if cfg.process.keys:  # a missing or bad keyring: one line here, not agents dying at start-up
         from swarmgp.protocol.keys import load_keyring

@@ -302,6 +302,7 @@ def main(cfg: RunConfig) -> int:
         from swarmgp.agents.runtime.metrics import start_metrics
 
         facts.metrics = start_metrics(cfg.process.metrics_port, plan.agent_id)
+        log.info("event=metrics port=%d", facts.metrics.port)
     if durable is not None:  # resume after the last batch learned
         batches = durable.feed(batches)
     transport: LiveTransport = zmq_transport
