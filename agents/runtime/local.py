@@ -464,7 +464,7 @@ def _report(
     else:
         scores, note = score_swarm(cfg, swarm, replies, plan.manifest), ""
     final = swarm.status(sorted(replies), timeout_s=5.0)
-    infos = [r.info for r in final.values()]
+    infos = [final[i].info for i in sorted(final)]  # by agent id
     lag_n = sum(int(i.get("ingest_lag_n") or 0) for i in infos)
     lag_sum = sum(
         float(i.get("ingest_lag_mean_s") or 0.0) * int(i.get("ingest_lag_n") or 0) for i in infos
@@ -501,6 +501,8 @@ def _report(
             "rows_received": (
                 None if any(r is None for r in received) else int(sum(received))  # type: ignore[misc]
             ),
+            "agents_rows_received": received,
+            "agents_ingest_lag_max_s": [i.get("ingest_lag_max_s") for i in infos],
             "ingest_lag_mean_s": lag_sum / lag_n if lag_n else None,
             "ingest_lag_max_s": (
                 max(float(i.get("ingest_lag_max_s") or 0.0) for i in infos) if lag_n else None
