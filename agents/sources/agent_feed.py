@@ -225,7 +225,8 @@ def table_schema(data: DataSettings) -> ColumnSchema:
     """The columns of a table: defaults from a CSV header where ``inputs``/``target`` are None.
 
     Target default: the header's last column. Inputs default: every other column but the agent
-    column (so the shared data sets give ``lon, lat, t``).
+    column (so the shared data sets give ``lon, lat, t``). A JSON Lines file defaults to the
+    documented layout (inputs ``x``, a list or a number; target ``y``), as live feeds do.
 
     Raises
     ------
@@ -235,11 +236,15 @@ def table_schema(data: DataSettings) -> ColumnSchema:
     target, inputs = data.target, data.inputs
     if target is None or inputs is None:
         scheme, path, _ = parse_uri(data.data)
-        if scheme != "csv":
+        if scheme == "jsonl":  # the documented layout {"agent", "t", "x": [...], "y"}
+            target = DEFAULT_JSON_SCHEMA.target if target is None else target
+            inputs = DEFAULT_JSON_SCHEMA.inputs if inputs is None else inputs
+        elif scheme != "csv":
             raise SourceConfigError(
                 f"--data {data.data}: give --inputs A,B,... and --target COL "
                 "(and --agent-column COL to split the stream by sensor)"
             )
+    if target is None or inputs is None:  # a CSV file: its header (only) gives the defaults
         try:
             with open(path, newline="", encoding="utf-8") as fh:
                 header = [h.strip() for h in next(csv.reader(fh), [])]
