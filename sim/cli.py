@@ -50,11 +50,16 @@ def main(cfg: RunConfig) -> int:
     """Run ``launch.py sim`` for a parsed run configuration; returns the exit code."""
     check_outputs(cfg.output.report, cfg.output.plot)  # fail now, not after the run
     bar = None if cfg.output.quiet else Progress()
+    kept: list = []  # the built swarm: its agents' collective model draws the --plot map
     try:
-        report = run_simulation(cfg, progress=bar)
+        report = run_simulation(cfg, progress=bar, keep=kept)
     finally:
         if bar is not None:
             bar.close()
+    if cfg.output.plot and kept:
+        from swarmgp.sim.mapping import sim_map
+
+        report["map"] = sim_map(cfg, kept[0])
     for line in summary_lines(report) + newcomer_lines(report):
         print(line)
     if cfg.output.report:

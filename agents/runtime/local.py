@@ -511,6 +511,26 @@ def _report(
     )
 
 
+def _map(plan: LocalPlan, swarm: LocalSwarm, replies: Mapping[int, Any]) -> dict[str, Any]:
+    """The report's ``map``: agent 0 predicts a grid from the exact collective model."""
+    from swarmgp.agents.runtime.mapplot import lonlat_index, map_data, table_rows
+
+    f = plan.manifest.features
+    if f is None or lonlat_index(f.input_names) is None:
+        return {}
+    exact = exact_sum([replies[i].local for i in sorted(replies)])
+    first = min(replies)
+
+    def predict(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        got = swarm.status([first], timeout_s=10.0, X=Z, summary=exact)
+        if first not in got:
+            raise LaunchError(f"agent {first} did not answer the map's prediction query")
+        p = got[first].predictions
+        return p["mean_fused"], p["var_fused"]
+
+    return map_data(plan.manifest, table_rows(plan.manifest), predict)
+
+
 def _wait_until(swarm: LocalSwarm, deadline_wall: float) -> None:
     """Sleep until ``deadline_wall`` (wall clock), failing early when an agent dies.
 
@@ -598,6 +618,8 @@ def main(cfg: RunConfig) -> int:
         report = _report(cfg, plan, swarm, replies, err, t0, t_cons)
         if forwarded:
             report["stdin_rows"] = forwarded
+        if cfg.output.plot:  # lon/lat inputs: a map of the collective model (agent 0's view)
+            report["map"] = _map(plan, swarm, replies)
         for line in summary_lines(report):
             progress(line.strip())
         if cfg.output.report:

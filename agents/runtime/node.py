@@ -352,6 +352,15 @@ def main(cfg: RunConfig) -> int:
     if cfg.output.report and (done or until is None):
         path = cfg.output.report.replace("{id}", str(plan.agent_id))
         report = agent_report(cfg, plan, agent, facts, until, t0)
+        if cfg.output.plot:  # lon/lat inputs: a map of this agent's collective model
+            from swarmgp.agents.runtime.mapplot import map_data, table_rows
+
+            fused = facts.final_fused or agent.fused_summary
+            report["map"] = map_data(
+                plan.manifest,
+                table_rows(plan.manifest),
+                lambda Z: agent.model.predict(Z, fused),
+            )
         write_report(report, path)
         log.info("event=report path=%s", path)
         if cfg.output.plot:

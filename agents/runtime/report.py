@@ -350,3 +350,7 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
         raise ReportError(f"--plot {os.fspath(path)}: cannot write: {why}") from None
     finally:
         plt.close(fig)
+    if report.get("map"):  # lon/lat inputs: the collective model over the stations' area
+        from swarmgp.agents.runtime.mapplot import map_plot_path, plot_map
+
+        plot_map(report, map_plot_path(path))
