@@ -78,6 +78,8 @@ __all__ = [
     "fit_pooled",
     "initial_params",
     "local_grad_contribution",
+    "log_scale_prior",
+    "penalized_bound",
     "pooled_bound_and_grad",
     "posterior",
     "predict_collective",
@@ -784,10 +786,45 @@ def fit_pooled(
     return FitResult(params, float(best["v"]), int(res.nfev), bool(res.success))  # type: ignore[arg-type]
 
 
-def refit_scale_noise(stats: Stats, params: CollectiveParams) -> CollectiveParams:
-    """Maximize the exact collapsed bound over ``(log s, log sigma_n)`` from fused statistics.
+def log_scale_prior(log_s: float, sd: float | None) -> tuple[float, float]:
+    """Log density (up to a constant) and derivative of the weak prior ``log s ~ N(0, sd^2)``.
 
-    W, Z, sigma_b (the frozen encoding) are kept. Each evaluation is one
+    In standardized units (targets of unit variance) ``s = 1`` says "the signal carries the
+    data's variance"; ``sd`` is the prior's width in nats of ``log s`` (``sd = 1``: s within a
+    factor e of 1 at one standard deviation). ``sd=None`` is the flat prior (maximum likelihood).
+
+    Returns
+    -------
+    value, derivative : float
+        ``-log_s^2 / (2 sd^2)`` and ``-log_s / sd^2`` (zeros for ``sd=None``).
+    """
+    if sd is None:
+        return 0.0, 0.0
+    if not sd > 0:
+        raise ShapeError(f"log_scale_prior: expected sd > 0, got {sd}")
+    return -0.5 * log_s * log_s / (sd * sd), -log_s / (sd * sd)
+
+
+def penalized_bound(
+    stats: Stats, params: CollectiveParams, s_prior_sd: float | None = None
+) -> float:
+    """The collapsed bound plus :func:`log_scale_prior` (the objective of a MAP refit)."""
+    return collapsed_bound(stats, params) + log_scale_prior(params.log_s, s_prior_sd)[0]
+
+
+def refit_scale_noise(
+    stats: Stats,
+    params: CollectiveParams,
+    *,
+    fit_scale: bool = True,
+    s_prior_sd: float | None = None,
+) -> CollectiveParams:
+    """Maximize the (penalized) collapsed bound over ``(log s, log sigma_n)`` from fused statistics.
+
+    W, Z, sigma_b (the frozen encoding) are kept. The objective is :func:`penalized_bound`:
+    the exact collapsed bound plus the weak prior ``log s ~ N(0, s_prior_sd^2)`` (flat when
+    ``s_prior_sd`` is None). With ``fit_scale=False`` only ``sigma_n`` moves and ``s`` stays at
+    ``params.s`` (the joint warm-up's value). Each evaluation is one
     :func:`bound_and_stat_grads` (O(m^3)); L-BFGS-B with fixed options
     (``ftol=1e-15, gtol=1e-10``), started at ``params``, bounds ``s`` in ``[1e-3, 1e3]`` and
     ``sigma_n`` in ``[MIN_NOISE, 1e2]``. Identical input gives bit-identical output.
@@ -797,6 +834,10 @@ def refit_scale_noise(stats: Stats, params: CollectiveParams) -> CollectiveParam
     stats : Stats
         Fused statistics under ``params``' encoding, with ``n >= 1``.
     params : CollectiveParams
+    fit_scale : bool
+        Refit ``s`` too (default) or only ``sigma_n``.
+    s_prior_sd : float or None
+        Width of the prior on ``log s`` (:func:`log_scale_prior`).
 
     Returns
     -------
@@ -814,27 +855,36 @@ def refit_scale_noise(stats: Stats, params: CollectiveParams) -> CollectiveParam
         raise ShapeError(f"refit: stats for m = {stats.m}, params for m = {params.m}")
     if stats.n == 0:
         raise EmptyBatchError("refit_scale_noise: no observations")
+    log_scale_prior(params.log_s, s_prior_sd)  # validates the width
     c = float(stats.n)
     log_sb = params.log_sb
+    s_bnd = (float(np.log(1e-3)), float(np.log(1e3)))
+    n_bnd = (float(np.log(MIN_NOISE)), float(np.log(1e2)))
 
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        v, _, _, direct = bound_and_stat_grads(stats, float(x[0]), float(x[1]), log_sb)
-        return -v / c, -direct[:2] / c
+    def full(log_s: float, log_sn: float) -> tuple[float, np.ndarray]:
+        v, _, _, direct = bound_and_stat_grads(stats, log_s, log_sn, log_sb)
+        pv, pd = log_scale_prior(log_s, s_prior_sd)
+        return v + pv, np.array([direct[0] + pd, direct[1]])
 
-    bnds = [
-        (float(np.log(1e-3)), float(np.log(1e3))),
-        (float(np.log(MIN_NOISE)), float(np.log(1e2))),
-    ]
-    x0 = np.clip([params.log_s, params.log_sn], [b[0] for b in bnds], [b[1] for b in bnds])
-    res = minimize(
-        fun,
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bnds,
-        options={"maxcor": 10, "ftol": 1e-15, "gtol": 1e-10, "maxiter": 500, "maxfun": 1000},
-    )
-    return params.with_scale_noise(float(res.x[0]), float(res.x[1]))
+    opts = {"maxcor": 10, "ftol": 1e-15, "gtol": 1e-10, "maxiter": 500, "maxfun": 1000}
+    if fit_scale:
+
+        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+            v, g = full(float(x[0]), float(x[1]))
+            return -v / c, -g / c
+
+        bnds = [s_bnd, n_bnd]
+        x0 = np.clip([params.log_s, params.log_sn], [b[0] for b in bnds], [b[1] for b in bnds])
+        res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bnds, options=opts)
+        return params.with_scale_noise(float(res.x[0]), float(res.x[1]))
+
+    def fun_n(x: np.ndarray) -> tuple[float, np.ndarray]:
+        v, g = full(params.log_s, float(x[0]))
+        return -v / c, -g[1:] / c
+
+    x0 = np.clip([params.log_sn], [n_bnd[0]], [n_bnd[1]])
+    res = minimize(fun_n, x0, jac=True, method="L-BFGS-B", bounds=[n_bnd], options=opts)
+    return params.with_scale_noise(params.log_s, float(res.x[0]))
 
 
 # --------------------------------------------------------------------------------------------

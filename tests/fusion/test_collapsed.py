@@ -27,6 +27,7 @@ from swarmgp.fusion import (
     fit_pooled,
     initial_params,
     local_grad_contribution,
+    penalized_bound,
     pooled_bound_and_grad,
     posterior,
     predict_collective,
@@ -244,6 +245,48 @@ def test_refit_scale_noise_maximizes_the_pooled_bound():
     np.testing.assert_allclose([p.log_s, p.log_sn], ref.x, atol=1e-5)
     _, _, _, direct = bound_and_stat_grads(fused, p.log_s, p.log_sn, p.log_sb)
     assert np.max(np.abs(direct[:2])) < 1e-5 * fused.n
+
+
+def test_map_refit_maximizes_the_penalized_pooled_bound():
+    """With a prior on log s the refit is the maximizer of bound + log prior (MAP)."""
+    rng = np.random.default_rng(11)
+    p0 = _params(rng)
+    X, y = _data(rng, 120)
+    fused = sum_stats(batch_stats(Xa, ya, p0) for Xa, ya in _split(X, y, [40, 80]))
+    sd = 0.3
+    p = refit_scale_noise(fused, p0, s_prior_sd=sd)
+    assert p.hash() == p0.hash()
+
+    def neg(x):
+        b = collapsed_bound_direct(
+            X, y, p0.Z, _ell(p0), np.exp(x[0]), np.exp(x[1]), p0.sb, p0.jitter
+        )
+        return -(b - 0.5 * x[0] ** 2 / sd**2)
+
+    ref = minimize(
+        neg, [0.0, np.log(0.5)], method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 2000},
+    )  # fmt: skip
+    np.testing.assert_allclose([p.log_s, p.log_sn], ref.x, atol=1e-5)
+    np.testing.assert_allclose(penalized_bound(fused, p, sd), -ref.fun, rtol=1e-9)
+    ml = refit_scale_noise(fused, p0)
+    assert abs(p.log_s) <= abs(ml.log_s) + 1e-12  # the prior pulls log s toward 0
+    with pytest.raises(ShapeError):
+        refit_scale_noise(fused, p0, s_prior_sd=0.0)
+
+
+def test_noise_only_refit_keeps_s_and_maximizes_over_sigma_n():
+    rng = np.random.default_rng(12)
+    p0 = _params(rng)
+    X, y = _data(rng, 100)
+    fused = batch_stats(X, y, p0)
+    p = refit_scale_noise(fused, p0, fit_scale=False)
+    assert p.log_s == p0.log_s and p.hash() == p0.hash()
+    grid = np.linspace(p.log_sn - 0.05, p.log_sn + 0.05, 41)
+    vals = [collapsed_bound(fused, p0.with_scale_noise(p0.log_s, v)) for v in grid]
+    assert collapsed_bound(fused, p) >= max(vals) - 1e-9
+    _, _, _, direct = bound_and_stat_grads(fused, p.log_s, p.log_sn, p.log_sb)
+    assert abs(direct[1]) < 1e-5 * fused.n
 
 
 def test_refit_rejects_empty_statistics():
