@@ -368,7 +368,8 @@ def run_simulation(
     keep : list, optional
         The built :class:`Swarm` is appended (tests inspect agents after the run).
     """
-    if cfg.model.learn or "sgpr_pooled" in cfg.scoring.baselines:
+    paper_learner = cfg.model.mode == "paper" and cfg.model.learn
+    if paper_learner or "sgpr_pooled" in cfg.scoring.baselines:
         import torch  # noqa: F401  (imported before limiting threads, so the limit applies)
     with single_threaded():
         wall0 = time.perf_counter()
