@@ -84,6 +84,16 @@ __all__ = [
     "posterior",
     "predict_collective",
     "refit_scale_noise",
+    "refit_scale_site",
+    "SiteStats",
+    "add_site_stats",
+    "predict_site",
+    "site_adjust",
+    "site_bound",
+    "site_bound_and_grads",
+    "site_local_contribution",
+    "site_pooled_bound_and_grad",
+    "sum_site_stats",
     "sum_stats",
     "theta_bounds",
 ]
@@ -121,6 +131,9 @@ class CollectiveParams:
         Log prior standard deviation sigma_b of the bias.
     jitter : float
         Absolute jitter added to the unit diagonal of ``K_ZZ``; not optimized.
+    log_tau : float or None
+        Log prior standard deviation tau of the per-agent offset (site effect,
+        :func:`site_adjust`); None (default): no site effect.
     """
 
     log_ell: np.ndarray
@@ -129,6 +142,7 @@ class CollectiveParams:
     log_sn: float
     log_sb: float
     jitter: float = DEFAULT_JITTER
+    log_tau: float | None = None
 
     def __post_init__(self) -> None:
         log_ell = as_float64(self.log_ell, "log_ell", (None,))
@@ -143,6 +157,20 @@ class CollectiveParams:
         object.__setattr__(self, "Z", Z)
         for name in ("log_s", "log_sn", "log_sb", "jitter"):
             object.__setattr__(self, name, float(getattr(self, name)))
+        if self.log_tau is not None:
+            if not np.isfinite(float(self.log_tau)):
+                raise NonFiniteError("collective params: expected a finite log_tau")
+            object.__setattr__(self, "log_tau", float(self.log_tau))
+
+    @property
+    def site(self) -> bool:
+        """Whether the model has the per-agent offset (site effect)."""
+        return self.log_tau is not None
+
+    @property
+    def tau(self) -> float:
+        """Prior standard deviation of the per-agent offset (0 without the site effect)."""
+        return 0.0 if self.log_tau is None else float(np.exp(self.log_tau))
 
     @property
     def m(self) -> int:
@@ -175,23 +203,28 @@ class CollectiveParams:
         return float(np.exp(self.log_sb))
 
     def to_vector(self) -> np.ndarray:
-        """Flat theta: ``[log_ell (d), Z.ravel() (m d), log_s, log_sn, log_sb]``."""
-        tail = np.array([self.log_s, self.log_sn, self.log_sb])
-        return np.concatenate([self.log_ell, self.Z.ravel(), tail])
+        """Flat theta: ``[log_ell (d), Z.ravel() (m d), log_s, log_sn, log_sb(, log_tau)]``."""
+        tail = [self.log_s, self.log_sn, self.log_sb]
+        if self.log_tau is not None:
+            tail.append(self.log_tau)
+        return np.concatenate([self.log_ell, self.Z.ravel(), np.array(tail)])
 
     @classmethod
     def from_vector(
-        cls, v: np.ndarray, m: int, d: int, jitter: float = DEFAULT_JITTER
+        cls, v: np.ndarray, m: int, d: int, jitter: float = DEFAULT_JITTER, site: bool = False
     ) -> CollectiveParams:
-        """Inverse of :meth:`to_vector`.
+        """Inverse of :meth:`to_vector` (``site``: the vector ends with ``log_tau``).
 
         Raises
         ------
         ShapeError
-            ``v`` does not hold ``d + m d + 3`` values.
+            ``v`` does not hold ``d + m d + 3`` (``+ 1`` with ``site``) values.
         """
-        v = as_float64(v, "theta", (d + m * d + 3,))
+        k = int(site)
+        v = as_float64(v, "theta", (d + m * d + 3 + k,))
         Z = v[d : d + m * d].reshape(m, d).copy()
+        if site:
+            return cls(v[:d].copy(), Z, v[-4], v[-3], v[-2], jitter, float(v[-1]))
         return cls(v[:d].copy(), Z, v[-3], v[-2], v[-1], jitter)
 
     def with_scale_noise(self, log_s: float, log_sn: float) -> CollectiveParams:
@@ -200,6 +233,9 @@ class CollectiveParams:
 
     def hash(self) -> str:
         """Content hash of the frozen encoding: W, Z, sigma_b and jitter (not s, sigma_n).
+
+        With the site effect, ``(sigma_n, tau)`` are frozen too (the agents' adjusted
+        statistics depend on them) and are hashed.
 
         Returns
         -------
@@ -211,6 +247,9 @@ class CollectiveParams:
         h.update(self.log_ell.astype("<f8").tobytes())
         h.update(self.Z.astype("<f8").tobytes())
         h.update(np.array([self.log_sb, self.jitter], dtype="<f8").tobytes())
+        if self.log_tau is not None:
+            h.update(b"site")
+            h.update(np.array([self.log_sn, self.log_tau], dtype="<f8").tobytes())
         return h.hexdigest()[:16]
 
 
@@ -226,6 +265,8 @@ def theta_bounds(params: CollectiveParams) -> list[tuple[float | None, float | N
     b += [(None, None)] * (params.m * params.d)
     b += [le, (float(np.log(MIN_NOISE)), float(np.log(1e2)))]
     b += [(float(np.log(1e-4)), float(np.log(1e2)))]
+    if params.site:
+        b += [(float(np.log(1e-4)), float(np.log(1e2)))]
     return b
 
 
@@ -240,12 +281,14 @@ def initial_params(
     s: float = 1.0,
     sb: float = 1.0,
     jitter: float = DEFAULT_JITTER,
+    tau: float | None = None,
 ) -> CollectiveParams:
     """Shared starting theta from the agreed input box only (no data-dependent tuning).
 
     ``Z`` is the scrambled Halton design of m points over ``[lo, hi)`` with the shared seed;
     ``ell = ell_factor * (hi - lo)`` (half the box width by default); ``s = 1``,
-    ``sigma_n = 0.5``, ``sigma_b = 1`` in standardized units.
+    ``sigma_n = 0.5``, ``sigma_b = 1`` in standardized units; ``tau`` (the site effect's
+    offset scale) only if given.
 
     Parameters
     ----------
@@ -280,6 +323,7 @@ def initial_params(
         float(np.log(sn)),
         float(np.log(sb)),
         jitter,
+        None if tau is None else float(np.log(tau)),
     )
 
 
@@ -623,8 +667,16 @@ def local_grad_contribution(
     params: CollectiveParams,
     dB_dG: np.ndarray,
     dB_dg: np.ndarray,
+    *,
+    c: float = 0.0,
+    trace_coef: float = 0.0,
 ) -> np.ndarray:
     """This agent's part of ``dL/d(log ell, Z)``, through its own ``Phi`` (L included).
+
+    With the site effect (:func:`site_local_contribution`) ``dB_dG, dB_dg`` are the derivatives
+    in the adjusted statistics ``Phi^T M Phi``, ``Phi^T M y`` with ``M = I - c 1 1^T``, and
+    ``trace_coef`` is ``dL/dG_ii`` (i < m) of the raw trace term; the defaults are the plain
+    model (``dB_dG`` then includes the trace term).
 
     With ``Phibar = 2 Phi dB_dG + y dB_dg^T`` restricted to the m kernel columns and
     ``Phi_m = A L^{-T}``, ``A = k(XW, ZW)``: ``Abar = Phibar L^{-1}``,
@@ -657,6 +709,10 @@ def local_grad_contribution(
     Gbar = symmetrize(dB_dG)
     # only the kernel columns depend on theta; the bias column is constant
     Pb = 2.0 * (Phi_m @ Gbar[:m, :m] + Gbar[m, :m][None, :]) + np.outer(y, dB_dg[:m])  # [n, m]
+    if c != 0.0:  # M = I - c 1 1^T on the rows
+        Pb = Pb - c * Pb.sum(0)[None, :]
+    if trace_coef != 0.0:
+        Pb = Pb + 2.0 * trace_coef * Phi_m
     Abar = sla.solve_triangular(L, Pb.T, lower=True, trans="T", check_finite=False).T  # [n, m]
     Lbar = -Abar.T @ Phi_m  # [m, m]
     Kbar = _chol_backward(L, Lbar)  # [m, m]
@@ -941,6 +997,306 @@ def predict_collective(
     m = params.m
     resid = np.maximum(1.0 - (Phi[:, :m] ** 2).sum(1), 0.0)  # [n]
     return mean, (V * V).sum(0) + params.s**2 * resid
+
+
+# --------------------------------------------------------------------------------------------
+# the per-agent offset (site effect), opt-in
+# --------------------------------------------------------------------------------------------
+#
+# Model: y = f(x) + b_a + eps for a row of agent a, b_a ~ N(0, tau^2) independent per agent
+# (one offset per agent: an agent holding several sensors shares one offset). The offsets are
+# marginalized exactly: with v = sigma_n^2, t = tau^2 and n_a the agent's rows,
+# (v I + t 1 1^T)^{-1} = (I - c_a 1 1^T) / v, c_a = t / (v + n_a t), so the bound
+#
+#   L = log N(y | 0, Phi D^2 Phi^T + blockdiag_a(v I + t 1 1^T)) - s^2 r / (2 v)
+#
+# (b_a exact latent variables, not approximated by the inducing points: the trace term of
+# Titsias' bound keeps the plain noise v and the raw residual r = n - tr G_[:m,:m]) is the
+# plain formula with each agent's ADJUSTED statistics G_a - c_a u_a u_a^T,
+# g_a - c_a u_a (1^T y_a), yy_a - c_a (1^T y_a)^2 (u_a = Phi_a^T 1 = G_a[:, m], 1^T y_a =
+# g_a[m]) plus log(1 + n_a t / v) in the log-determinant. Each agent forms them from its OWN
+# statistics; they depend on (sigma_n, tau) nonlinearly through c_a, so fused sums of them
+# are exact only for fixed (sigma_n, tau): the warm-up learns (sigma_n, tau) with everything
+# else (each evaluation's all-reduce carries the adjusted statistics, the gradient round the
+# per-agent terms of d/d(log sigma_n, log tau)), then freezes them; the streaming refit adapts
+# only s (the adjusted statistics do not depend on s), exactly.
+
+
+@dataclass(frozen=True, eq=False)
+class SiteStats:
+    """Adjusted statistics under the site effect (sums over agents; see the section comment).
+
+    Attributes
+    ----------
+    G, g, yy, n
+        ``sum_a Phi_a^T M_a Phi_a``, ``sum_a Phi_a^T M_a y_a``, ``sum_a y_a^T M_a y_a``, n,
+        ``M_a = I - c_a 1 1^T``.
+    resid : float
+        ``n - tr G_raw[:m, :m]`` of the raw statistics (the Nystrom residual, >= 0).
+    logdet : float
+        ``sum_a log(1 + n_a tau^2 / sigma_n^2)``.
+    """
+
+    G: np.ndarray
+    g: np.ndarray
+    yy: float
+    n: int
+    resid: float
+    logdet: float
+
+    @property
+    def m(self) -> int:
+        """Number of inducing inputs (the bias excluded)."""
+        return int(self.g.shape[0]) - 1
+
+    @classmethod
+    def zeros(cls, m: int) -> SiteStats:
+        """The identity of :func:`add_site_stats`."""
+        return cls(np.zeros((m + 1, m + 1)), np.zeros(m + 1), 0.0, 0, 0.0, 0.0)
+
+    def pack(self) -> np.ndarray:
+        """Flat float64 vector: upper triangle of G, g, yy, n, resid, logdet."""
+        return np.concatenate(
+            [pack_symmetric(self.G), self.g, [self.yy, float(self.n), self.resid, self.logdet]]
+        )
+
+    @classmethod
+    def unpack(cls, v: np.ndarray, m: int) -> SiteStats:
+        """Inverse of :meth:`pack`.
+
+        Raises
+        ------
+        ShapeError, NonFiniteError
+            Wrong length, a non-integral count, or non-finite values.
+        """
+        k = m + 1
+        v = as_float64(v, "packed site stats", (packed_size(k) + k + 4,))
+        if not np.isfinite(v).all():
+            raise NonFiniteError("packed site stats: NaN or inf")
+        n_f = float(v[-3])
+        if n_f != np.floor(n_f) or n_f < 0:
+            raise ShapeError(f"packed site stats: expected an integer count, got {n_f}")
+        G = unpack_symmetric(v[: packed_size(k)], k)
+        return cls(G, v[packed_size(k) : packed_size(k) + k].copy(), float(v[-4]), int(n_f),
+                   float(v[-2]), float(v[-1]))  # fmt: skip
+
+
+def add_site_stats(a: SiteStats, b: SiteStats) -> SiteStats:
+    """Exact sum of two adjusted statistics."""
+    if a.g.shape != b.g.shape:
+        raise ShapeError(f"site stats: cannot add m = {a.m} and m = {b.m}")
+    return SiteStats(a.G + b.G, a.g + b.g, a.yy + b.yy, a.n + b.n, a.resid + b.resid,
+                     a.logdet + b.logdet)  # fmt: skip
+
+
+def _site_c(n: int, log_sn: float, log_tau: float) -> tuple[float, float, float, float]:
+    """``c = t / (v + n t)``, ``q = dc/dlog tau = 2 t v / (v + n t)^2``, ``log(1 + n t / v)``
+    and ``n t / (v + n t)``."""
+    v = float(np.exp(2.0 * log_sn))
+    t = float(np.exp(2.0 * log_tau))
+    den = v + n * t
+    return t / den, 2.0 * t * v / (den * den), float(np.log1p(n * t / v)), n * t / den
+
+
+def site_adjust(stats: Stats, params: CollectiveParams) -> SiteStats:
+    """One agent's adjusted statistics from its OWN raw statistics (section comment).
+
+    ``u = G[:, m]`` (``Phi^T 1``: the bias feature is a column of ones) and ``1^T y = g[m]``.
+
+    Raises
+    ------
+    ShapeError
+        ``params`` has no site effect or another m.
+    """
+    if not params.site:
+        raise ShapeError("site_adjust: params without a site effect (log_tau is None)")
+    if stats.m != params.m:
+        raise ShapeError(f"site_adjust: stats for m = {stats.m}, params for m = {params.m}")
+    m = stats.m
+    assert params.log_tau is not None
+    c, _, logdet, _ = _site_c(stats.n, params.log_sn, params.log_tau)
+    u = stats.G[:, m].copy()  # [m+1]
+    sy = float(stats.g[m])
+    G = stats.G - c * np.outer(u, u)
+    resid = stats.n - float(np.trace(stats.G[:m, :m]))
+    return SiteStats(symmetrize(G), stats.g - c * sy * u, stats.yy - c * sy * sy, stats.n,
+                     max(resid, 0.0), logdet)  # fmt: skip
+
+
+def site_bound(adj: SiteStats, params: CollectiveParams) -> float:
+    """The collapsed bound with the site effect from fused adjusted statistics, O(m^3)."""
+    return site_bound_and_grads(adj, params.log_s, params.log_sn, params.log_sb)[0]
+
+
+def site_bound_and_grads(
+    adj: SiteStats, log_s: float, log_sn: float, log_sb: float
+) -> tuple[float, np.ndarray, np.ndarray, float, np.ndarray]:
+    """Bound and derivatives at fixed adjusted statistics (:func:`bound_and_stat_grads`' terms).
+
+    Returns
+    -------
+    bound : float
+    dB_dG : ndarray (m + 1, m + 1)
+        In the adjusted G (the trace term excluded).
+    dB_dg : ndarray (m + 1,)
+        In the adjusted g.
+    trace_coef : float
+        ``s^2 / (2 sigma_n^2)``: dL/dG_raw_ii (i < m) of the trace term.
+    direct : ndarray (3,)
+        ``dL/d(log s, log sigma_n, log sigma_b)`` at fixed adjusted statistics (the per-agent
+        dependence of c_a and of the log-determinant on sigma_n is in
+        :func:`site_local_contribution`).
+    """
+    m, n = adj.m, adj.n
+    nat = _natural(adj, log_s, log_sn, log_sb)  # type: ignore[arg-type]
+    logdet_P = 2.0 * float(np.log(np.diag(nat.LP)).sum())
+    quad = nat.beta * adj.yy - float(nat.h @ nat.a)
+    s2 = float(np.exp(2.0 * log_s))
+    resid = adj.resid
+    bound = (
+        -0.5 * (n * _LOG_2PI + 2.0 * n * log_sn + logdet_P + quad + adj.logdet)
+        - 0.5 * s2 * nat.beta * resid
+    )
+    beta, Dv, a, h = nat.beta, nat.Dv, nat.a, nat.h
+    M = chol_inverse(nat.LP)
+    Da = Dv * a
+    dG = -0.5 * beta * (Dv[:, None] * M * Dv[None, :] + np.outer(Da, Da))
+    dg = beta * Da
+    Md = np.diag(M)
+    d_log_s = -float(np.sum(1.0 - Md[:m] - a[:m] ** 2)) - s2 * beta * resid
+    d_log_sb = -float(1.0 - Md[m] - a[m] ** 2)
+    d_log_sn = (
+        -n + (m + 1 - float(Md.sum())) + beta * adj.yy - float(a @ h) - float(a @ a)
+    ) + s2 * beta * resid
+    return bound, symmetrize(dG), dg, 0.5 * s2 * beta, np.array([d_log_s, d_log_sn, d_log_sb])
+
+
+def site_local_contribution(
+    X: np.ndarray,
+    y: np.ndarray,
+    params: CollectiveParams,
+    dB_dG: np.ndarray,
+    dB_dg: np.ndarray,
+    trace_coef: float,
+) -> np.ndarray:
+    """One agent's gradient terms under the site effect (its rows are one site).
+
+    ``[dL/dlog_ell (d), dL/dZ (m d), dL/dlog sigma_n (its part), dL/dlog tau (its part)]``.
+    With ``u = Phi^T 1``, ``S = 1^T y``, ``dL/dc = -u^T dB_dG u - S dB_dg.u + S^2 / (2 v)``,
+    ``dc/dlog tau = -dc/dlog sigma_n = 2 t v / (v + n t)^2`` and the log-determinant's
+    ``-1/2 log(1 + n t / v)``. Summed over agents and added to ``direct``
+    (:func:`site_bound_and_grads`) this is the pooled gradient.
+    """
+    X = _check_X(X, params)
+    y = _check_y(y, X.shape[0])
+    if not params.site:
+        raise ShapeError("site_local_contribution: params without a site effect")
+    assert params.log_tau is not None
+    n = X.shape[0]
+    m = params.m
+    if n == 0:
+        return np.zeros(params.d * (1 + m) + 2)
+    c, q, _, frac = _site_c(n, params.log_sn, params.log_tau)
+    Phi = features(X, params)  # [n, m+1]
+    u = Phi.sum(0)  # [m+1]
+    S = float(y.sum())
+    beta = float(np.exp(-2.0 * params.log_sn))
+    dG = symmetrize(as_float64(dB_dG, "dB_dG", (m + 1, m + 1)))
+    dg = as_float64(dB_dg, "dB_dg", (m + 1,))
+    dL_dc = -float(u @ dG @ u) - S * float(dg @ u) + 0.5 * beta * S * S
+    g_tau = dL_dc * q - frac
+    g_sn = -dL_dc * q + frac
+    rest = local_grad_contribution(X, y, params, dG, dg, c=c, trace_coef=trace_coef)
+    return np.concatenate([rest, [g_sn, g_tau]])
+
+
+def site_pooled_bound_and_grad(
+    parts: Iterable[tuple[np.ndarray, np.ndarray]], params: CollectiveParams
+) -> tuple[float, np.ndarray]:
+    """Bound and full theta gradient (layout of :meth:`CollectiveParams.to_vector`) of agents'
+    data ``[(X_a, y_a), ...]`` under the site effect, assembled as the swarm does."""
+    parts = list(parts)
+    adj = sum_site_stats(site_adjust(batch_stats(X, y, params), params) for X, y in parts)
+    if adj is None:
+        adj = SiteStats.zeros(params.m)
+    bound, dG, dg, tc, direct = site_bound_and_grads(
+        adj, params.log_s, params.log_sn, params.log_sb
+    )
+    k = params.d * (1 + params.m)
+    tot = np.zeros(k + 2)
+    for X, y in parts:
+        tot += site_local_contribution(X, y, params, dG, dg, tc)
+    return bound, np.concatenate([tot[:k], [direct[0], direct[1] + tot[k], direct[2], tot[k + 1]]])
+
+
+def sum_site_stats(items: Iterable[SiteStats]) -> SiteStats | None:
+    """Sum in iteration order (None for no items)."""
+    total: SiteStats | None = None
+    for s in items:
+        total = s if total is None else add_site_stats(total, s)
+    return total
+
+
+def refit_scale_site(
+    adj: SiteStats, params: CollectiveParams, s_prior_sd: float | None = None
+) -> CollectiveParams:
+    """Maximize the site-effect bound over ``log s`` alone from fused adjusted statistics.
+
+    ``(sigma_n, tau)`` stay frozen (the adjusted statistics were formed with them); the
+    bound in ``log s`` is exact from the fused sums. Deterministic L-BFGS-B (as
+    :func:`refit_scale_noise`), ``s`` in ``[1e-3, 1e3]``.
+    """
+    from scipy.optimize import minimize
+
+    if adj.n == 0:
+        raise EmptyBatchError("refit_scale_site: no observations")
+    log_scale_prior(params.log_s, s_prior_sd)
+    c = float(adj.n)
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        v, _, _, _, direct = site_bound_and_grads(adj, float(x[0]), params.log_sn, params.log_sb)
+        pv, pd = log_scale_prior(float(x[0]), s_prior_sd)
+        return -(v + pv) / c, -np.array([direct[0] + pd]) / c
+
+    bnd = (float(np.log(1e-3)), float(np.log(1e3)))
+    x0 = np.clip([params.log_s], [bnd[0]], [bnd[1]])
+    opts = {"maxcor": 10, "ftol": 1e-15, "gtol": 1e-10, "maxiter": 500, "maxfun": 1000}
+    res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[bnd], options=opts)
+    return params.with_scale_noise(float(res.x[0]), params.log_sn)
+
+
+def predict_site(
+    Xs: np.ndarray,
+    adj: SiteStats,
+    params: CollectiveParams,
+    own: Stats | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictive mean of y and variance of ``f + b_site`` under the site effect.
+
+    ``own`` is the raw statistics of the site's agent (already included in ``adj``): the
+    offset's posterior given the weights is ``b | w ~ N(c (1^T y - u^T D w), c v)``
+    (``c = t / (v + n t)``), so the prediction uses ``phi - c u`` as features, adds
+    ``c 1^T y`` to the mean and ``c v`` to the variance. ``own=None`` (or an agent without
+    rows) is an unseen site: mean of f, variance ``+ tau^2``. The predictive variance of y is
+    the returned variance plus ``sigma_n^2``.
+    """
+    if not params.site:
+        raise ShapeError("predict_site: params without a site effect")
+    assert params.log_tau is not None
+    Phi = features(Xs, params)  # [n, m+1]
+    m = params.m
+    resid = np.maximum(1.0 - (Phi[:, :m] ** 2).sum(1), 0.0)
+    nat = _natural(adj, params.log_s, params.log_sn, params.log_sb)  # type: ignore[arg-type]
+    n_own = 0 if own is None else own.n
+    c, _, _, _ = _site_c(n_own, params.log_sn, params.log_tau)
+    v = params.sn**2
+    off = 0.0
+    if own is not None and own.n > 0:
+        Phi = Phi - c * own.G[:, m][None, :]
+        off = c * float(own.g[m])
+    mean = Phi @ (nat.Dv * nat.a) + off
+    V = sla.solve_triangular(nat.LP, (Phi * nat.Dv).T, lower=True, check_finite=False)
+    return mean, (V * V).sum(0) + params.s**2 * resid + c * v
 
 
 #: Short names used by the issue and DESIGN.md (``collapsed.add``, ``collapsed.predict``).
