@@ -368,8 +368,9 @@ class ScoringConfig(_Section):
     duration: float | None = _opt(
         None,
         "ingest for S seconds of wall time, then stop ingesting (rows received are still "
-        "learned), let the swarm agree and report (a live feed that never ends)",
-        commands=_REAL,
+        "learned), let the swarm agree and report (a live feed that never ends; sim records "
+        "the feed for S seconds, then simulates it)",
+        commands=_ALL,
         check=above(0.0),
         metavar="S",
     )

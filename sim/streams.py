@@ -192,7 +192,13 @@ def synthetic_streams(
 # ---------------------------------------------------------------------------- tables
 
 
-def table_streams(data: DataSettings, agents: int | None, seed: int, test_points: int) -> Streams:
+def table_streams(
+    data: DataSettings,
+    agents: int | None,
+    seed: int,
+    test_points: int,
+    record_s: float | None = None,
+) -> Streams:
     """A table split over agents by the one splitter (see the module docstring).
 
     Raises
@@ -201,7 +207,7 @@ def table_streams(data: DataSettings, agents: int | None, seed: int, test_points
         Unreadable source, missing columns, too many agents, no training or held-out row.
     """
     try:
-        table = load_table(data, agents, seed)
+        table = load_table(data, agents, seed, record_s)
         m = table.manifest
         tf = m.transform()
         batches = [
@@ -261,7 +267,14 @@ def _agent_held_rows(m: Any, held: Sequence[Any]) -> list[tuple[np.ndarray, np.n
     return out
 
 
-def make_streams(data: DataSettings, *, agents: int | None, seed: int, test_points: int) -> Streams:
+def make_streams(
+    data: DataSettings,
+    *,
+    agents: int | None,
+    seed: int,
+    test_points: int,
+    record_s: float | None = None,
+) -> Streams:
     """The simulator's streams for a run's data settings.
 
     Parameters
@@ -274,6 +287,9 @@ def make_streams(data: DataSettings, *, agents: int | None, seed: int, test_poin
         The run seed.
     test_points : int
         Points of the test set (at most this many held-out rows of a table).
+    record_s : float, optional
+        A live feed (``zmq+sub://``, ``mqtt://``) is recorded for this many seconds of wall
+        time, then simulated like a table (``--duration``).
 
     Returns
     -------
@@ -298,4 +314,4 @@ def make_streams(data: DataSettings, *, agents: int | None, seed: int, test_poin
             raise StreamError(f"synthetic stream: {exc}") from exc
         B = DEFAULT_BATCHES if data.batches is None else data.batches
         return synthetic_streams(world, A, B, data.batch_size, test_points)
-    return table_streams(data, agents, seed, test_points)
+    return table_streams(data, agents, seed, test_points, record_s)

@@ -157,7 +157,11 @@ def build_swarm(
     if streams is None:
         agents = len(adjacency) if adjacency is not None else cfg.swarm.agents
         streams = make_streams(
-            cfg.data, agents=agents, seed=cfg.seed, test_points=cfg.scoring.test_points
+            cfg.data,
+            agents=agents,
+            seed=cfg.seed,
+            test_points=cfg.scoring.test_points,
+            record_s=cfg.scoring.duration,
         )
     if adjacency is None:
         adjacency = neighbour_graph(cfg.swarm.topology, cfg.swarm.peers, streams.n_agents, cfg.seed)
@@ -407,7 +411,11 @@ def _newcomer_split(
     if streams is None:
         agents = len(adjacency) + n if adjacency is not None else cfg.swarm.agents
         streams = make_streams(
-            cfg.data, agents=agents, seed=cfg.seed, test_points=cfg.scoring.test_points
+            cfg.data,
+            agents=agents,
+            seed=cfg.seed,
+            test_points=cfg.scoring.test_points,
+            record_s=cfg.scoring.duration,
         )
     return split_newcomers(streams, n, cfg.seed), ""
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -285,7 +286,33 @@ class LoadedTable:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTable:
+def _read_rows(src: Any, uri: str, record_s: float | None) -> list[Observation]:
+    """Every row of a source; a live feed is recorded for ``record_s`` seconds of wall time.
+
+    Raises
+    ------
+    SourceConfigError
+        A live feed (never ending) without ``record_s``.
+    """
+    if parse_uri(uri)[0] not in ("zmq+sub", "mqtt"):  # files and stdin end by themselves
+        return list(src)
+    if record_s is None:
+        raise SourceConfigError(
+            f"--data {uri}: a live feed never ends; give --duration S to record it for S "
+            "seconds, then simulate it"
+        )
+    timer = threading.Timer(record_s, src.stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        return list(src)
+    finally:
+        timer.cancel()
+
+
+def load_table(
+    data: DataSettings, n_agents: int | None, seed: int, record_s: float | None = None
+) -> LoadedTable:
     """Read a table once, split it and fit the shared feature transform on its training rows.
 
     Parameters
@@ -295,6 +322,8 @@ def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTab
         A; None: one per distinct value of the agent column (required for a random split).
     seed : int
         The run seed (random split, random hold-out).
+    record_s : float, optional
+        A live feed (``zmq+sub://``, ``mqtt://``) is recorded for this many seconds.
 
     Returns
     -------
@@ -305,9 +334,9 @@ def load_table(data: DataSettings, n_agents: int | None, seed: int) -> LoadedTab
     SourceError
         Unreadable source, missing column, no valid or no training row, too many agents.
     """
-    schema = table_schema(data)
+    schema = stream_schema(data)  # a table's header, or a feed's JSON layout and URI options
     with open_source(data.data, schema=schema, on_bad="count") as src:
-        rows = list(src)
+        rows = _read_rows(src, data.data, record_s)
         stats = src.stats.as_dict()
     rejected = _rejected_text(stats)
     if not rows:

@@ -295,3 +295,49 @@ def test_jsonl_stdin_into_agents_keeps_each_row_once(tmp_path: Path) -> None:
         assert r["n_obs"] == 900
         if owned[i]:
             assert r["ingest_lag_max_s"] < LAG_BOUND_S
+
+
+def test_zmq_feed_recorded_by_sim_duration(tmp_path: Path) -> None:
+    # sim takes the same live source: it records the feed for --duration seconds, then
+    # simulates it; a live feed without --duration is one line and exit 1 (it never ends)
+    zmq = pytest.importorskip("zmq")
+    port = _free_port()
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    keys = _keys()
+    rng = random.Random(1)
+
+    def send(n: int) -> None:
+        row = _row(rng, n, keys[n % len(keys)])
+        pub.send_multipart([b"obs", json.dumps(row).encode()])
+
+    feeder = _Publisher(send)
+    feeder.start()
+    report = tmp_path / "sim.json"
+    uri = f"zmq+sub://127.0.0.1:{port}/obs?d=2&hwm=100000"
+    base = [
+        sys.executable, str(LAUNCH), "sim", "--data", uri, "--agents", str(A),
+        "--agent-column", "agent", "--batch-size", "20", "--mode", "paper", "--no-learn",
+        "--inducing", "10", "--quiet",
+    ]  # fmt: skip
+    try:
+        p = subprocess.run(
+            [*base, "--duration", "3", "--report", str(report)],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert p.returncode == 0, p.stderr[-2000:]
+        r = json.loads(report.read_text())
+        assert r["agents"] == A and r["n_obs"] > 0
+        assert r["consistency_max_rel_err"] <= 1e-9
+        q = subprocess.run(base, env=_env(), capture_output=True, text=True, timeout=60)
+        assert q.returncode == 1 and "--duration" in q.stderr
+        assert len(q.stderr.strip().splitlines()) == 1, q.stderr
+    finally:
+        feeder.halt.set()
+        feeder.join(5)
+        pub.close(0)
+        ctx.term()
