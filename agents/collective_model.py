@@ -28,6 +28,15 @@ fused ``h`` differs from ``n_obs * v_theta`` exactly when statistics of another 
 mixed in (counted as ``collective.theta_mismatch``; a partition during the warm-up is the one
 way this can happen).
 
+Site effect (opt-in, ``CollectiveEncoding.site_effect``, ``--site-effect``): one offset
+``b_a ~ N(0, tau^2)`` per AGENT (its rows are one site; an agent holding several sensors shares
+one offset). The summary (size ``inducing + 4``) carries the agent's own adjusted statistics
+(:func:`~swarmgp.fusion.collapsed.site_adjust`) and, on two more diagonal entries, its Nystrom
+residual and ``log(1 + n_a tau^2 / sigma_n^2)``; the warm-up's rounds carry the adjusted
+statistics and the per-agent terms of ``d/d(log sigma_n, log tau)``; ``(sigma_n, tau)`` are
+then frozen (hashed with the encoding) and the refit adapts only ``s``. ``predict`` is for an
+unseen site (``+ tau^2``) unless ``own_site=True`` (this agent's posterior offset).
+
 The input box comes from the warm-up buffers unless ranges are declared
 (``CollectiveEncoding.box``, ``--input-range NAME=LO:HI``): on a time-ordered stream an
 undeclared time input's later times fall outside it (Z covers only the early times).
@@ -45,6 +54,7 @@ import numpy as np
 from swarmgp.agents.allreduce import AllReduce, AllReduceTiming, TreeView
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
+    SiteStats,
     Stats,
     add_stats,
     batch_stats,
@@ -52,7 +62,12 @@ from swarmgp.fusion.collapsed import (
     initial_params,
     local_grad_contribution,
     predict_collective,
+    predict_site,
     refit_scale_noise,
+    refit_scale_site,
+    site_adjust,
+    site_bound_and_grads,
+    site_local_contribution,
     theta_bounds,
 )
 from swarmgp.fusion.encoders import check_batch
@@ -65,6 +80,8 @@ __all__ = ["CollectiveEncoding", "CollectiveHyper", "CollectiveModel", "WarmupPr
 
 #: L-BFGS evaluations of the warm-up (each is two all-reduces).
 DEFAULT_MAX_EVALS = 35
+#: Starting prior standard deviation of the per-agent offset (standardized units).
+SITE_TAU0 = 0.5
 _NEG = -1e300  # neutral element of the maxima (finite: the codec refuses inf)
 
 
@@ -86,11 +103,14 @@ class CollectiveEncoding:
     #: Declared input ranges in raw units, one (lo, hi) per input, NaN where none (() if none):
     #: they replace the warm-up's observed box (a time input's future is then covered).
     box: tuple[tuple[float, float], ...] = ()
+    #: Per-agent offset b_a ~ N(0, tau^2) (``--site-effect``): the summary carries the agent's
+    #: adjusted statistics and two more diagonal entries (Nystrom residual, log-determinant).
+    site_effect: bool = False
 
     @property
     def m(self) -> int:
-        """Summary size m' = m + 2 (inducing inputs, bias, targets)."""
-        return self.inducing + 2
+        """Summary size m' = m + 2 (inducing inputs, bias, targets; + 2 with the site effect)."""
+        return self.inducing + (4 if self.site_effect else 2)
 
     @property
     def hash(self) -> str:
@@ -100,6 +120,8 @@ class CollectiveEncoding:
         key += (self.seed, self.max_evals)
         if self.box:
             key += (self.box,)
+        if self.site_effect:
+            key += ("site",)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
@@ -180,10 +202,18 @@ class WarmupProgram:
     # sizes
     def _stats_len(self) -> int:
         k = self.enc.inducing + 1
-        return k * (k + 1) // 2 + k + 2
+        return k * (k + 1) // 2 + k + (4 if self.enc.site_effect else 2)
 
     def _grad_len(self) -> int:
-        return self.enc.d * (1 + self.enc.inducing)
+        return self.enc.d * (1 + self.enc.inducing) + (2 if self.enc.site_effect else 0)
+
+    def _initial(self, std: _Standard) -> CollectiveParams:
+        tau = SITE_TAU0 if self.enc.site_effect else None
+        return initial_params(std.lo, std.hi, self.enc.inducing, self.enc.seed, tau=tau)
+
+    def _from_vector(self, v: np.ndarray) -> CollectiveParams:
+        enc = self.enc
+        return CollectiveParams.from_vector(v, enc.inducing, enc.d, site=enc.site_effect)
 
     def restart(self) -> int:
         if self._std is not None:
@@ -226,18 +256,23 @@ class WarmupProgram:
         if rnd % 2 == 1:  # statistics under theta
             if Xs.shape[0] == 0:
                 return np.zeros(self._stats_len())
+            if self.enc.site_effect:  # this agent's rows are one site: adjusted statistics
+                return site_adjust(batch_stats(Xs, ys, self._theta), self._theta).pack()
             return batch_stats(Xs, ys, self._theta).pack()
         assert self._eval is not None
         if Xs.shape[0] == 0:
             return np.zeros(self._grad_len())
-        _, dG, dg, _ = self._eval
+        if self.enc.site_effect:
+            _, dG, dg, tc, _ = self._eval
+            return site_local_contribution(Xs, ys, self._theta, dG, dg, tc)
+        _, dG, dg, _ = self._eval[:4]
         return local_grad_contribution(Xs, ys, self._theta, dG, dg)
 
     def apply(self, rnd: int, result: np.ndarray) -> int | None:
         enc = self.enc
         if rnd == 0:
             self._std = _with_box(_standard_from_sums(result, enc.d), enc.box)
-            self._theta0 = initial_params(self._std.lo, self._std.hi, enc.inducing, enc.seed)
+            self._theta0 = self._initial(self._std)
             self._best = self._theta0
             self._scale_unset = True
             if not enc.learn or result[0] < 1 or enc.max_evals < 1:
@@ -250,10 +285,14 @@ class WarmupProgram:
         assert self._opt is not None and self._theta is not None
         if rnd % 2 == 1:
             try:
-                st = Stats.unpack(result, enc.inducing)
-                ev = bound_and_stat_grads(
-                    st, self._theta.log_s, self._theta.log_sn, self._theta.log_sb
-                )
+                th = self._theta
+                ev: tuple[Any, ...]
+                if enc.site_effect:
+                    sst = SiteStats.unpack(result, enc.inducing)
+                    ev = site_bound_and_grads(sst, th.log_s, th.log_sn, th.log_sb)
+                else:
+                    st = Stats.unpack(result, enc.inducing)
+                    ev = bound_and_stat_grads(st, th.log_s, th.log_sn, th.log_sb)
                 if not np.isfinite(ev[0]):
                     raise SwarmGPError("non-finite bound")
             except SwarmGPError:
@@ -265,8 +304,13 @@ class WarmupProgram:
             self._eval = ev
             return self._grad_len()
         assert self._eval is not None
-        bound, _, _, direct = self._eval
-        grad = np.concatenate([result, direct])
+        bound, direct = self._eval[0], self._eval[-1]
+        if enc.site_effect:
+            k = enc.d * (1 + enc.inducing)
+            tail = [direct[0], direct[1] + result[k], direct[2], result[k + 1]]
+            grad = np.concatenate([result[:k], tail])
+        else:
+            grad = np.concatenate([result, direct])
         self._opt.tell(-bound / self._scale, -grad / self._scale)
         return self._ask()
 
@@ -275,7 +319,7 @@ class WarmupProgram:
         x = self._opt.ask()
         if x is None:
             return None
-        self._theta = CollectiveParams.from_vector(x, self.enc.inducing, self.enc.d)
+        self._theta = self._from_vector(x)
         return self._stats_len()
 
     def _pack(
@@ -287,7 +331,7 @@ class WarmupProgram:
         assert self._std is not None and self._theta0 is not None
         if self._opt is None:
             return self._pack(self._std, self._theta0, False, 0)
-        theta = CollectiveParams.from_vector(self._opt.x_best, self.enc.inducing, self.enc.d)
+        theta = self._from_vector(self._opt.x_best)
         return self._pack(self._std, theta, True, self._opt.n_evals)
 
     def fallback_state(self) -> np.ndarray:
@@ -298,15 +342,15 @@ class WarmupProgram:
             self._y = np.concatenate([y for _, y in b]) if b else np.zeros(0)
             std = _standard_from_sums(self.contribution(0), self.enc.d)
         if self._opt is not None and self._std is not None and np.isfinite(self._opt.f_best):
-            theta = CollectiveParams.from_vector(self._opt.x_best, self.enc.inducing, self.enc.d)
+            theta = self._from_vector(self._opt.x_best)
         else:
-            theta = initial_params(std.lo, std.hi, self.enc.inducing, self.enc.seed)
+            theta = self._initial(std)
         return self._pack(std, theta, False, -1)
 
     def adopt(self, state: np.ndarray, now: float) -> None:
-        d, m = self.enc.d, self.enc.inducing
+        d = self.enc.d
         std = _Standard.from_vector(state[2 : 2 + 4 * d + 2], d)
-        theta = CollectiveParams.from_vector(state[2 + 4 * d + 2 :], m, d)
+        theta = self._from_vector(state[2 + 4 * d + 2 :])
         self.model._start_stream(std, theta, learned=bool(state[0]), evals=int(state[1]))
 
 
@@ -389,8 +433,13 @@ class CollectiveModel:
         h = np.zeros(m2)
         n = 0
         if self._stats is not None and self._v_theta is not None:
-            st = self._stats
-            k = m2 - 1
+            st: Stats | SiteStats = self._stats
+            k = self.encoding.inducing + 1
+            if self.encoding.site_effect:  # this agent's own adjusted contribution
+                assert self.params is not None
+                st = site_adjust(self._stats, self.params)
+                P[k + 1, k + 1] += st.resid
+                P[k + 2, k + 2] += st.logdet
             P[:k, :k] += st.G
             P[:k, k] += st.g
             P[k, :k] += st.g
@@ -401,7 +450,9 @@ class CollectiveModel:
         self._summary_version = self._version
         return self._summary
 
-    def predict(self, X: object, fused: Summary | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, X: object, fused: Summary | None = None, own_site: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and variance of y in the caller's units.
 
         Parameters
@@ -409,6 +460,10 @@ class CollectiveModel:
         X : array_like of shape (n, d)
         fused : Summary or None
             The collective model; None predicts from this agent's own statistics.
+        own_site : bool
+            Site effect only: X is at this agent's own site, so its offset's posterior (from
+            its own statistics) is used. False (default): an unseen site, the offset's prior
+            (mean 0, variance tau^2 added) -- a query does not say where its rows come from.
         """
         Xa = np.asarray(X, dtype=np.float64)
         if self.params is None or self.std is None:  # warm-up: the prior
@@ -417,7 +472,10 @@ class CollectiveModel:
         p = self._params_for(fused)
         assert p is not None
         Xs = (Xa - self.std.mx) / self.std.sx
-        mean, var_f = predict_collective(Xs, st, p)
+        if isinstance(st, SiteStats):
+            mean, var_f = predict_site(Xs, st, p, self._stats if own_site else None)
+        else:
+            mean, var_f = predict_collective(Xs, st, p)
         sy = self.std.sy
         return self.std.my + sy * mean, sy * sy * (var_f + p.sn**2)
 
@@ -459,8 +517,13 @@ class CollectiveModel:
         self._version += 1
         self.counters["collective.stream_started"] += 1
 
-    def _stats_of(self, fused: Summary | None) -> Stats:
+    def _stats_of(self, fused: Summary | None) -> Stats | SiteStats:
         assert self._stats is not None
+        if self.encoding.site_effect:
+            if fused is None:
+                assert self.params is not None
+                return site_adjust(self._stats, self.params)
+            return site_stats_from_summary(fused, self._v_theta, self.counters)
         if fused is None:
             return self._stats
         return stats_from_summary(fused, self._v_theta, self.counters)
@@ -475,7 +538,12 @@ class CollectiveModel:
             return hit[1]
         st = self._stats_of(fused)
         try:
-            q = refit_scale_noise(st, p) if st.n > 0 else p
+            if st.n == 0:
+                q = p
+            elif isinstance(st, SiteStats):  # (sigma_n, tau) frozen: s alone, exactly
+                q = refit_scale_site(st, p)
+            else:
+                q = refit_scale_noise(st, p)
         except SwarmGPError:
             self.counters["collective.refit_failed"] += 1
             q = p
@@ -545,10 +613,11 @@ class CollectiveModel:
             raise SwarmGPError(f"state phase {phase!r}")
         final = np.asarray(state["final"], dtype=np.float64)
         k = 2 + 4 * d + 2
-        if final.shape != (k + d + m * d + 3,) or not np.isfinite(final).all():
-            raise SwarmGPError(f"state final: expected {k + d + m * d + 3} values")
+        nt = d + m * d + 3 + int(enc.site_effect)
+        if final.shape != (k + nt,) or not np.isfinite(final).all():
+            raise SwarmGPError(f"state final: expected {k + nt} values")
         std = _Standard.from_vector(final[2:k].copy(), d)
-        theta = CollectiveParams.from_vector(final[k:], m, d)
+        theta = CollectiveParams.from_vector(final[k:], m, d, site=enc.site_effect)
         if theta.hash() != state.get("theta_hash"):
             raise SwarmGPError(
                 f"state theta hash {state.get('theta_hash')!r} differs from {theta.hash()}"
@@ -583,6 +652,21 @@ def stats_from_summary(
         if np.max(np.abs(s.h - s.n_obs * v_theta)) > 1e-8 * max(1, s.n_obs):
             counters["collective.theta_mismatch"] += 1
     return Stats(G, 0.5 * (Gaug[:k, k] + Gaug[k, :k]), float(Gaug[k, k]), int(s.n_obs))
+
+
+def site_stats_from_summary(
+    s: Summary, v_theta: np.ndarray | None = None, counters: Counter[str] | None = None
+) -> SiteStats:
+    """Adjusted statistics back from a (fused) site-effect summary (size inducing + 4)."""
+    k = s.m - 3
+    Gaug = s.P - np.eye(s.m)
+    G = 0.5 * (Gaug[:k, :k] + Gaug[:k, :k].T)
+    if v_theta is not None and counters is not None:
+        if np.max(np.abs(s.h - s.n_obs * v_theta)) > 1e-8 * max(1, s.n_obs):
+            counters["collective.theta_mismatch"] += 1
+    g = 0.5 * (Gaug[:k, k] + Gaug[k, :k])
+    return SiteStats(G, g, float(Gaug[k, k]), int(s.n_obs), float(Gaug[k + 1, k + 1]),
+                     float(Gaug[k + 2, k + 2]))  # fmt: skip
 
 
 def describe(model: Any) -> dict[str, Any]:

@@ -82,6 +82,7 @@ def common_encoding(cfg: RunConfig, d: int) -> Encoding | CollectiveEncoding:
             learn=cfg.model.learn,
             seed=cfg.seed,
             box=declared_box(cfg, d),
+            site_effect=getattr(cfg.model, "site_effect", False),
         )
     return make_encoding(EncodingSpec(d=d, m=cfg.model.inducing))
 

@@ -139,6 +139,11 @@ class ModelConfig(_Section):
     warmup_batches: int = _opt(
         2, "collective: batches each agent buffers for the swarm's warm-up fit", check=at_least(1)
     )
+    site_effect: bool = _opt(
+        False,
+        "collective: per-agent offset b_a ~ N(0, tau^2) (one per agent; tau and sigma_n learned "
+        "in the warm-up, then frozen; an unseen site adds tau^2)",
+    )
     encoder: str = _opt(
         "analytic",
         "exact per-batch encoder, or the paper's importance-sampled one",

@@ -290,7 +290,8 @@ def evaluate_newcomers(
                 model.observe(Xtr[seen:k], ytr[seen:k])
                 seen = k
             fused = fuse([swarm_fused, model.summary()], enc.m, enc.hash)
-            mu_c, var_c = data.to_units(*model.predict(Xt, fused))
+            # at its own site: with the site effect, its offset's posterior from its k rows
+            mu_c, var_c = data.to_units(*model.predict(Xt, fused, own_site=True))
             if k == 0:
                 mu_l, var_l = data.to_units(np.zeros(Xt.shape[0]), np.full(Xt.shape[0], PRIOR_VAR))
                 ev_b.append(0)
