@@ -1,8 +1,11 @@
 """Virtual time: a clock that only moves when the event queue says so, and that queue.
 
-Events are ordered by ``(time, seq)``: ``seq`` is a global counter assigned at scheduling, so
-two events at the same virtual time run in the order they were scheduled, whatever their
-payloads. With every random draw seeded, a run is therefore replayable bit for bit.
+Events are ordered by ``(time, key)``: ``key`` defaults to a global counter assigned at
+scheduling, so two events at the same virtual time run in the order they were scheduled,
+whatever their payloads. The simulator passes its own keys (who scheduled the event and that
+scheduler's own counter, see :mod:`swarmgp.sim.scheduler`), which do not depend on how the
+agents are spread over MPI ranks. With every random draw seeded, a run is therefore replayable
+bit for bit.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class VirtualClock:
 
 
 class EventQueue:
-    """Min-heap of ``(time, seq, kind, a, b)`` tuples with a deterministic tie-break.
+    """Min-heap of ``(time, key, kind, a, b)`` tuples with a deterministic tie-break.
 
     ``kind`` is a small int chosen by the driver; ``a`` and ``b`` are its payload.
     """
@@ -65,12 +68,16 @@ class EventQueue:
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
 
-    def push(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
-        """Schedule an event at virtual time ``t`` (finite)."""
+    def push(self, t: float, kind: int, a: Any = None, b: Any = None, key: int = -1) -> None:
+        """Schedule an event at virtual time ``t`` (finite).
+
+        ``key`` (an int, unique among the queue's events) breaks ties at equal times; by
+        default the scheduling order.
+        """
         if not math.isfinite(t):
             raise ClockError(f"event queue: event time must be finite, got {t}")
         self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, kind, a, b))
+        heapq.heappush(self._heap, (t, self._seq if key < 0 else key, kind, a, b))
 
     def pop(self) -> tuple[float, int, int, Any, Any]:
         """Remove and return the earliest event."""

@@ -7,9 +7,14 @@ arrive. It never calls agents: the driver (:mod:`swarmgp.sim.scheduler`) asks
 :meth:`SimNetwork.deliverable` again on arrival (a partition that began in flight, or a receiver
 that crashed, drops the message).
 
-Every random concern has its own generator spawned from one ``numpy.random.SeedSequence``
-(latency, loss, duplication, reordering, churn), so turning on duplication does not change
-which messages are lost.
+Randomness is per directed link: link ``(a, b)`` has its own generator, keyed by
+``(seed, a, b)`` (``SeedSequence(seed entropy, spawn_key=seed key + (a, b))``), drawn only when
+``a`` sends to ``b``, and every message not cut by a partition takes the same fixed block of :data:`DRAWS_PER_MESSAGE`
+uniforms from it whatever the settings (loss, Gilbert-Elliott state, jitter, reordering,
+duplication and the duplicate's own delay each have their slot). So turning on duplication
+does not change which messages are lost, and the draws of a link do not depend on the order
+in which other agents send: a simulation sharded over MPI ranks draws exactly what the
+single-process one draws.
 
 Message size is the length of the protocol codec's encoding when the codec is importable,
 else the estimate ``m(m+3)/2 * 8 + HEADER_BYTES`` for a summary-carrying message and
@@ -28,6 +33,7 @@ import numpy as np
 from swarmgp.fusion.errors import SwarmGPError
 
 __all__ = [
+    "DRAWS_PER_MESSAGE",
     "HEADER_BYTES",
     "ChurnEvent",
     "GilbertElliott",
@@ -42,6 +48,11 @@ __all__ = [
 
 #: Bytes assumed for a message's framing and header when the codec is not used.
 HEADER_BYTES = 96
+
+#: Uniforms every message takes from its link's generator: loss, Gilbert-Elliott state, then
+#: (jitter, reorder?, reorder delay) for the first copy, duplicate?, and the same three for
+#: the duplicate.
+DRAWS_PER_MESSAGE = 9
 
 ChurnKind = Literal["crash", "leave", "join", "restart"]
 
@@ -297,12 +308,9 @@ class SimNetwork:
     ) -> None:
         self.config = config
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        lat, loss, dup, reo, churn = ss.spawn(5)
-        self.rng_latency = np.random.default_rng(lat)
-        self.rng_loss = np.random.default_rng(loss)
-        self.rng_dup = np.random.default_rng(dup)
-        self.rng_reorder = np.random.default_rng(reo)
-        self.rng_churn = np.random.default_rng(churn)
+        self._entropy = ss.entropy
+        self._spawn_key = tuple(ss.spawn_key)
+        self._links: dict[tuple[int, int], np.random.Generator] = {}
         self.stats = LinkStats()
         self._ge_bad: dict[tuple[int, int], bool] = {}
         self._size: Callable[[object], int] = estimate_size
@@ -319,25 +327,34 @@ class SimNetwork:
         """Whether a partition active at t separates src and dest."""
         return any(p.separates(src, dest, t) for p in self.config.partitions)
 
-    def _lost(self, src: int, dest: int) -> bool:
+    def link_rng(self, src: int, dest: int) -> np.random.Generator:
+        """The generator of directed link ``src -> dest``, keyed by ``(seed, src, dest)``."""
+        key = (src, dest)
+        g = self._links.get(key)
+        if g is None:
+            ss = np.random.SeedSequence(self._entropy, spawn_key=self._spawn_key + key)
+            g = self._links[key] = np.random.default_rng(ss)
+        return g
+
+    def _lost(self, src: int, dest: int, u: np.ndarray) -> bool:
         ge = self.config.bursty
         if ge is None:
             p = self.config.loss
-            return p > 0.0 and bool(self.rng_loss.random() < p)
+            return p > 0.0 and bool(u[0] < p)
         key = (src, dest)
         bad = self._ge_bad.get(key, False)
-        u_state, u_loss = self.rng_loss.random(2)
-        bad = (u_state >= ge.p_bg) if bad else (u_state < ge.p_gb)
+        bad = (u[1] >= ge.p_bg) if bad else (u[1] < ge.p_gb)
         self._ge_bad[key] = bool(bad)
-        return bool(u_loss < (ge.loss_bad if bad else ge.loss_good))
+        return bool(u[0] < (ge.loss_bad if bad else ge.loss_good))
 
-    def _delay(self, size: int) -> float:
+    def _delay(self, size: int, u: np.ndarray, i: int) -> float:
+        """Delay of one copy from the uniforms ``u[i:i + 3]`` (jitter, reorder?, reorder delay)."""
         c = self.config
         d = c.base_latency_s + size / c.bandwidth_bps
         if c.jitter_s > 0:
-            d += float(self.rng_latency.exponential(c.jitter_s))
-        if c.reorder > 0 and self.rng_reorder.random() < c.reorder:
-            d += float(self.rng_reorder.uniform(0.0, c.reorder_delay_s))
+            d += -c.jitter_s * math.log1p(-float(u[i]))  # Exp(mean jitter) by inversion
+        if c.reorder > 0 and u[i + 1] < c.reorder:
+            d += float(u[i + 2]) * c.reorder_delay_s
             self.stats.reordered += 1
         return d
 
@@ -385,13 +402,14 @@ class SimNetwork:
         if self.config.partitions and self.partitioned(src, dest, now):
             st.partitioned += 1
             return []
-        if self._lost(src, dest):
+        u = self.link_rng(src, dest).random(DRAWS_PER_MESSAGE)
+        if self._lost(src, dest, u):
             st.lost += 1
             return []
-        times = [now + self._delay(size)]
-        if self.config.duplicate > 0 and self.rng_dup.random() < self.config.duplicate:
+        times = [now + self._delay(size, u, 2)]
+        if self.config.duplicate > 0 and u[5] < self.config.duplicate:
             st.duplicated += 1
-            times.append(now + self._delay(size))
+            times.append(now + self._delay(size, u, 6))
         return times
 
     def deliverable(self, src: int, dest: int, t: float, dest_alive: bool, size: int = 0) -> bool:

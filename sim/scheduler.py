@@ -8,8 +8,13 @@ call re-reads ``agent.next_deadline()`` to schedule the agent's next tick (stale
 skipped lazily). Messages are passed as objects, never serialized; the network counts their
 encoded size.
 
-Event kinds, in ``(time, seq)`` order: message delivery, agent tick, a data batch, a churn
-event, an agent start and an arbitrary callback (checkpoints, consistency probes).
+Event kinds, in ``(time, key)`` order: message delivery, agent tick, a data batch, a churn
+event, an agent start and an arbitrary callback (checkpoints, consistency probes). The key
+breaks ties at equal times without depending on the global scheduling order: events the set-up
+schedules (starts, batches, churn, callbacks) are keyed by a set-up counter and come first;
+events an agent's call schedules (its messages' deliveries, its next tick) are keyed by that
+agent's id and its own counter. Every agent therefore sees its events in the same order however
+the agents are spread over MPI ranks (:mod:`swarmgp.sim.mpi`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ DELIVER, TICK, OBSERVE, CHURN, START, CALL = range(6)
 #: When a tick leaves an agent's deadline at or before now, retry this much later (a guard
 #: against a busy loop; counted in ``DriverStats.stalled_ticks``).
 STALL_BACKOFF_S = 1e-3
+
+#: Event keys: ``(agent + 1) * _KEY_SPAN + counter`` for an agent's events, the set-up counter
+#: (below ``_KEY_SPAN``) for the set-up's.
+_KEY_SPAN = 1 << 48
 
 
 class SimAgent(Protocol):
@@ -102,6 +111,12 @@ class Simulator:
         self.churn_log: list[tuple[float, int, str]] = []
         #: (agent, tag) of every batch that reached a running agent, in delivery order
         self.observed_batches: list[tuple[int, int]] = []
+        #: agents simulated here (None: all; a set on an MPI rank, see swarmgp.sim.mpi)
+        self.owned: set[int] | frozenset[int] | None = None
+        #: deliveries to agents not simulated here: (time, key, (src, dest, size), msg)
+        self.outbox: list[tuple[float, int, tuple[int, int, int], Any]] = []
+        self._setup_n = 0
+        self._key: dict[int, int] = {}  # agent -> its next event key
 
     # ---- scheduling ---------------------------------------------------------------------
     @property
@@ -115,22 +130,37 @@ class Simulator:
 
     def schedule_start(self, a: int, t: float) -> None:
         """Start agent a (incarnation 0) at time t."""
-        self.queue.push(t, START, a)
+        key = self._setup_key()
+        if self.owned is None or a in self.owned:
+            self.queue.push(t, START, a, None, key)
 
     def schedule_batch(self, a: int, t: float, X: np.ndarray, y: np.ndarray, tag: int = -1) -> None:
         """Deliver batch (X (n, d), y (n,)) to agent a at time t (lost if a is down then).
 
         ``(a, tag)`` is appended to :attr:`observed_batches` when the batch is delivered.
         """
-        self.queue.push(t, OBSERVE, a, (X, y, tag))
+        key = self._setup_key()
+        if self.owned is None or a in self.owned:
+            self.queue.push(t, OBSERVE, a, (X, y, tag), key)
 
     def schedule_churn(self, ev: ChurnEvent) -> None:
         """Apply a membership change at ``ev.time``."""
-        self.queue.push(ev.time, CHURN, ev)
+        key = self._setup_key()
+        if self.owned is None or ev.agent in self.owned:
+            self.queue.push(ev.time, CHURN, ev, None, key)
 
     def call_at(self, t: float, fn: Callable[[float], Any]) -> None:
-        """Call ``fn(now)`` at virtual time t (checkpoints, probes)."""
-        self.queue.push(t, CALL, fn)
+        """Call ``fn(now)`` at virtual time t (checkpoints, probes; on every MPI rank)."""
+        self.queue.push(t, CALL, fn, None, self._setup_key())
+
+    def _setup_key(self) -> int:
+        self._setup_n += 1
+        return self._setup_n
+
+    def _next_key(self, a: int) -> int:
+        n = self._key.get(a, 0) + 1
+        self._key[a] = n
+        return (a + 1) * _KEY_SPAN + n
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current event."""
@@ -140,10 +170,14 @@ class Simulator:
     def _route(self, src: int, out: list[tuple[int, Any]], now: float) -> None:
         net = self.network
         q = self.queue
+        owned = self.owned
         for dest, msg in out:
             size = net.message_size_cached(msg)
             for t in net.transmit_sized(src, dest, msg, now, size):
-                q.push(t, DELIVER, (src, dest, size), msg)
+                if owned is None or dest in owned:
+                    q.push(t, DELIVER, (src, dest, size), msg, self._next_key(src))
+                else:
+                    self.outbox.append((t, self._next_key(src), (src, dest, size), msg))
 
     def _reschedule(self, a: int, agent: SimAgent, now: float, after_tick: bool = False) -> None:
         d = agent.next_deadline()
@@ -158,7 +192,7 @@ class Simulator:
                 d = now
         if self._tick_at.get(a) != d:
             self._tick_at[a] = d
-            self.queue.push(d, TICK, a, self.incarnation[a])
+            self.queue.push(d, TICK, a, self.incarnation[a], self._next_key(a))
 
     def _start(self, a: int, now: float, incarnation: int) -> None:
         agent = self.factory(a, incarnation, now)
