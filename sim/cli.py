@@ -56,6 +56,8 @@ def main(cfg: RunConfig) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if report is None:  # an MPI rank other than 0: rank 0 writes the report
+        return 0
     if cfg.output.plot and kept:
         from swarmgp.sim.mapping import sim_map
 

@@ -9,12 +9,12 @@ that crashed, drops the message).
 
 Randomness is per directed link: link ``(a, b)`` has its own generator, keyed by
 ``(seed, a, b)`` (``SeedSequence(seed entropy, spawn_key=seed key + (a, b))``), drawn only when
-``a`` sends to ``b``, and every message not cut by a partition takes the same fixed block of :data:`DRAWS_PER_MESSAGE`
-uniforms from it whatever the settings (loss, Gilbert-Elliott state, jitter, reordering,
-duplication and the duplicate's own delay each have their slot). So turning on duplication
-does not change which messages are lost, and the draws of a link do not depend on the order
-in which other agents send: a simulation sharded over MPI ranks draws exactly what the
-single-process one draws.
+``a`` sends to ``b``; every message not cut by a partition takes the same fixed block of
+:data:`DRAWS_PER_MESSAGE` uniforms from it whatever the settings (loss, Gilbert-Elliott
+state, jitter, reordering, duplication and the duplicate's own delay each have their slot).
+So turning on duplication does not change which messages are lost, and the draws of a link do
+not depend on the order in which other agents send: a simulation sharded over MPI ranks draws
+exactly what the single-process one draws.
 
 Message size is the length of the protocol codec's encoding when the codec is importable,
 else the estimate ``m(m+3)/2 * 8 + HEADER_BYTES`` for a summary-carrying message and

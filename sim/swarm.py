@@ -7,9 +7,11 @@ the one agent factory, every agent's batches at ``(k + 1 + phase_a) * batch_inte
 every agent holds its component's exact sum, or ``max_settle`` passes), :func:`score` (the
 agents and the baselines) and the report (:func:`swarmgp.agents.runtime.report.build_report`).
 
-Seeds: one root ``SeedSequence(seed)``, spawned per concern: topology, data, network, agent
-models, agent phases and churn. Same configuration => same report except ``wall_s`` and
-``peak_rss_mb``.
+Seeds: one root ``SeedSequence(seed)``, spawned per concern: topology, data, network (one
+generator per directed link), agent models (per agent), agent phases and churn (drawn for
+the whole swarm at set-up). Same configuration => same report except ``wall_s`` and
+``peak_rss_mb``, whether run in one process or sharded over MPI ranks (:mod:`swarmgp.sim.mpi`,
+which adds ``ranks``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from swarmgp.agents.runtime.report import Scores, build_report, peak_rss_mb
 from swarmgp.agents.topology import Adjacency, diameter, neighbour_graph
 from swarmgp.fusion.hyper import Hyperparameters
 from swarmgp.sim import baselines as bl
+from swarmgp.sim import mpi
 from swarmgp.sim.metrics import component_sums, consistency, live_components, score_agents
 from swarmgp.sim.network import (
     ChurnEvent,
@@ -104,7 +107,9 @@ class Swarm:
     diameter: int
     t_data_end: float
     partitions: tuple[Partition, ...] = ()
+    shard: mpi.Shard | None = None
     series: list[dict[str, Any]] = field(default_factory=list)
+    peak_rss_mb: float | None = None  # under MPI: the largest over the ranks
     settle_trace: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -137,7 +142,10 @@ def _partitions(cfg: RunConfig) -> tuple[Partition, ...]:
 
 
 def build_swarm(
-    cfg: RunConfig, adjacency: Adjacency | None = None, streams: Streams | None = None
+    cfg: RunConfig,
+    adjacency: Adjacency | None = None,
+    streams: Streams | None = None,
+    shard: mpi.Shard | None = None,
 ) -> Swarm:
     """Build topology, streams, encoding, the agent factory, network and simulator.
 
@@ -148,6 +156,8 @@ def build_swarm(
         Overrides ``cfg.swarm.topology`` / ``cfg.swarm.peers``.
     streams : Streams, optional
         Overrides ``cfg.data``.
+    shard : swarmgp.sim.mpi.Shard, optional
+        This MPI rank's share of the agents (everything else is built on every rank).
 
     Raises
     ------
@@ -197,8 +207,13 @@ def build_swarm(
             downtime_s=2.0 * cfg.timing.heartbeat,
         )
     network = _network(cfg, encoding, churn)
-    sim = Simulator(factory, network)
-    sw = Swarm(cfg, adjacency, streams, encoding, sim, network, diam, t_data_end, _partitions(cfg))
+    if shard is None:
+        sim = Simulator(factory, network)
+    else:
+        sim = mpi.ShardedSimulator(factory, network, shard, network.config.base_latency_s)
+    sw = Swarm(
+        cfg, adjacency, streams, encoding, sim, network, diam, t_data_end, _partitions(cfg), shard
+    )
     joiners = {c.agent for c in churn if c.kind == "join"}
     for a in range(A):
         if a not in joiners:
@@ -212,8 +227,23 @@ def build_swarm(
     return sw
 
 
+def _agents(sw: Swarm, models: Any = ()) -> dict[int, Any] | None:
+    """The running agents; under MPI, views of every rank's on rank 0 (None elsewhere)."""
+    if sw.shard is None:
+        return sw.sim.agents
+    return mpi.gather_views(sw.sim, models, sw.encoding)  # type: ignore[arg-type]
+
+
 def _fused_and_exact(sw: Swarm) -> tuple[float, dict[int, float], int]:
-    agents = sw.sim.agents
+    agents = _agents(sw)
+    if sw.shard is not None:
+        res = _fused_and_exact_of(sw, agents) if agents is not None else None
+        err, ncomp = sw.shard.comm.bcast(None if res is None else (res[0], res[2]), root=0)
+        return err, (res[1] if res is not None else {}), ncomp
+    return _fused_and_exact_of(sw, agents)  # type: ignore[arg-type]
+
+
+def _fused_and_exact_of(sw: Swarm, agents: dict[int, Any]) -> tuple[float, dict[int, float], int]:
     if not agents:
         return 0.0, {}, 0
     comps = live_components(sw.adjacency, agents, sw.partitions, sw.sim.now)
@@ -242,10 +272,13 @@ def run_data_phase(sw: Swarm, progress: Progress | None = None) -> None:
 
     def checkpoint(k: int) -> Callable[[float], None]:
         def fn(now: float) -> None:
-            ids = [a for a in series_ids if a in sim.agents]
+            agents = _agents(sw, series_ids)
+            if agents is None:  # MPI rank other than 0
+                return
+            ids = [a for a in series_ids if a in agents]
             if not ids:
                 return
-            sc = score_agents(sim.agents, streams, ids, keep_local=False, test_idx=series_idx)
+            sc = score_agents(agents, streams, ids, keep_local=False, test_idx=series_idx)
             sw.series.append(
                 {
                     "t": now,
@@ -289,16 +322,21 @@ def settle(sw: Swarm, progress: Progress | None = None) -> tuple[float, dict[int
     max_settle = cfg.scoring.max_settle
     t_warm = t0  # collective mode (issue 9): max_settle counts from the end of the warm-up
     while sim.now - t_warm < max_settle and not (
-        err <= cfg.scoring.tol and sim.now >= t_free and _warmed_up(sim.agents)
+        err <= cfg.scoring.tol and sim.now >= t_free and _all_warmed_up(sw)
     ):
         sim.run(sim.now + cfg.scoring.probe)
-        if not _warmed_up(sim.agents) and sim.now - t0 < WARMUP_SETTLE_CAP * max_settle:
+        if not _all_warmed_up(sw) and sim.now - t0 < WARMUP_SETTLE_CAP * max_settle:
             t_warm = sim.now  # the warm-up ends by itself (time-outs, fallback); wait for it
         err, per, ncomp = _fused_and_exact(sw)
         sw.settle_trace.append((sim.now, err))
         if progress is not None:
             progress("settle", sim.now - t0, max_settle)
     return err, per, ncomp
+
+
+def _all_warmed_up(sw: Swarm) -> bool:
+    ok = _warmed_up(sw.sim.agents)
+    return ok if sw.shard is None else mpi.all_true(sw.sim, ok)  # type: ignore[arg-type]
 
 
 def _warmed_up(agents: dict[int, Any]) -> bool:
@@ -371,6 +409,11 @@ def run_simulation(
         Override the topology and data built from the configuration.
     keep : list, optional
         The built :class:`Swarm` is appended (tests inspect agents after the run).
+
+    Returns
+    -------
+    dict or None
+        None on MPI ranks other than 0 (rank 0 returns the one report).
     """
     paper_learner = cfg.model.mode == "paper" and cfg.model.learn
     if paper_learner or "sgpr_pooled" in cfg.scoring.baselines:
@@ -380,7 +423,21 @@ def run_simulation(
         split, skipped = _newcomer_split(cfg, adjacency, streams)  # --newcomers (issue 9)
         if split is not None:
             streams = split.swarm
-        sw = build_swarm(cfg, adjacency, streams)
+        shard = None
+        if mpi.mpi_world_size() > 1:  # under mpirun / srun: shard the agents (issue 12)
+            if split is not None:
+                raise ValueError(
+                    "sim under MPI: --newcomers is not supported; run it without mpirun"
+                )
+            n = (
+                len(adjacency)
+                if adjacency is not None
+                else (streams.n_agents if streams is not None else cfg.swarm.agents)
+            )
+            shard = mpi.start_shard(n)
+            if shard.rank != 0:
+                progress = None
+        sw = build_swarm(cfg, adjacency, streams, shard)
         if keep is not None:
             keep.append(sw)
         run_data_phase(sw, progress)
@@ -389,7 +446,11 @@ def run_simulation(
         if progress is not None:
             progress("score", 0.0, 1.0)
         live = sw.sim.live_ids()
+        if sw.shard is not None:
+            live = mpi.all_live_ids(sw.sim)  # type: ignore[arg-type]
         ids = _scored_ids(live, cfg.scoring.score_agents, cfg.seed)
+        if sw.shard is not None and not _merge_on_root(sw, ids + live[:1]):
+            return None  # type: ignore[return-value]
         scores, base, sc = score(sw, ids)
         extra: dict[str, Any] = {}
         if split is not None:
@@ -397,6 +458,18 @@ def run_simulation(
         elif skipped:
             extra["newcomers"] = {"skipped": skipped}
         return _report(sw, scores, base, sc, err, per, ncomp, live, ids, t_settle0, wall0, extra)
+
+
+def _merge_on_root(sw: Swarm, models: list[int]) -> bool:
+    """Under MPI: make rank 0's swarm hold every rank's agents (as views) and counters."""
+    sim = sw.sim
+    agents = _agents(sw, models)
+    rss = mpi.max_over_ranks(sim, peak_rss_mb())  # type: ignore[arg-type]
+    if not mpi.merge_on_root(sim, sw.network):  # type: ignore[arg-type]
+        return False
+    sim.agents = agents  # type: ignore[assignment]
+    sw.peak_rss_mb = rss
+    return True
 
 
 def _newcomer_split(
@@ -463,6 +536,7 @@ def _report(
         "driver": sim.stats.as_dict(),
         "agent_counters": _agent_counters(sim.agents),
         "churn_events": len(sw.network.config.churn),
+        "ranks": 1 if sw.shard is None else sw.shard.size,
         "observations": int(sum(X.shape[0] for X, _ in _observed(sw))),
         **(extra or {}),
     }
@@ -477,15 +551,15 @@ def _report(
         messages=net.sent,
         bytes_sent=net.bytes_sent,
         wall_s=time.perf_counter() - wall0,
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb() if sw.peak_rss_mb is None else sw.peak_rss_mb,
         n_obs=int(max(fused_obs, default=0)),
         extras=extras,
     )
 
 
 def _observed(sw: Swarm) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The batches that reached a running agent (missed ones excluded)."""
-    return [sw.streams.batches[a][k] for a, k in sw.sim.observed_batches]
+    """The batches that reached a running agent (missed ones excluded), by agent and round."""
+    return [sw.streams.batches[a][k] for a, k in sorted(sw.sim.observed_batches)]
 
 
 def _observed_pool(sw: Swarm) -> tuple[np.ndarray, np.ndarray]:
