@@ -15,6 +15,25 @@ their content changes (coalesced to one round per ``fuse_min_interval_s``) and r
 ``fuse_resend_s`` to repair loss; stale and duplicate ones are dropped. A neighbour's message is
 forgotten as soon as its edge leaves the tree or it expires. The local summary is never
 replaced by a fused one.
+
+``fusion="rounds"`` (``--fusion rounds``) keeps these full-state messages and their exactness
+argument but sends about one message per tree edge and direction per round of changes:
+
+* Change rounds. The agent's own input is at round ``r`` (one more per local-summary change,
+  at least one past the last round its parent declared complete); each message carries the
+  round ``gen`` its content is complete for. With ``G`` the newest round among the agent's
+  own and its tree neighbours' messages, a changed message to ``b`` is held while one of its
+  inputs (own summary, or a neighbour ``k != b``) is behind ``G``, and sent with ``gen = G``
+  once all are in. On a tree this is a convergecast of subtree sums towards the root followed
+  by a broadcast of the total: each edge carries one message per direction per round.
+* A hold lasts at most ``fuse_hold_s``; then the message goes out anyway, declaring round
+  ``G``, and the lagging inputs are taken to be at ``G`` (a late input makes one extra wave
+  when it arrives; it never stalls the swarm).
+* Acknowledged state. Heartbeats list ``(neighbour, incarnation, version)`` of the tree
+  messages the sender holds, and every received Fuse is answered with a heartbeat to its
+  sender; a message is resent (same version) only while the receiver's latest heartbeat does
+  not hold it, every ``fuse_resend_s / 2``. Holding never changes what is sent, only when, so
+  loss, duplication, reordering, churn and partitions converge exactly as in the tree mode.
 """
 
 from __future__ import annotations
@@ -164,6 +183,20 @@ class Agent:
         self._fused: Summary | None = None
         self._fused_key: tuple[Any, ...] | None = None
         self._fused_parts: dict[int, Summary] = {}  # the messages _fused was computed from
+        # --fusion rounds: change rounds, holds and acknowledgements (see the module)
+        self._rounds = getattr(config, "fusion", "tree") == "rounds"
+        self._round = 1  # the round the own summary is at (gen 0: "missing" on the wire)
+        self._adopted = False  # _round was taken from a hold time-out, not from a change
+        self._complete = 0  # newest round known complete for the rest of the tree
+        self._lstamp = 0  # changes with the local summary only
+        self._in_round: dict[int, int] = {}  # k -> gen of M_ka
+        self._sent_gen: dict[int, int] = {}
+        self._sent_at: dict[int, float] = {}
+        self._acked: set[int] = set()  # neighbours whose latest heartbeat holds our message
+        self._held: dict[int, float] = {}  # b -> when a changed M_ab was first held
+        self._ack_to: set[int] = set()  # neighbours owed an acknowledging heartbeat
+        self._late = 0.0  # longest a held message has waited for an input that did arrive
+        self._timeout_since: float | None = None  # hold start of the last time-out
         # timers
         phase = float(rng.uniform(0.0, t.heartbeat_s)) if rng is not None else 0.0
         self._next_hb = now + phase
@@ -286,6 +319,10 @@ class Agent:
             )
         self._local = summary
         self._gen = self._next_stamp()
+        if self._rounds:
+            self._lstamp = self._gen
+            self._round = max(self._round + (0 if self._adopted else 1), self._complete + 1)
+            self._adopted = False
         self._schedule_fuse(now)
         return self._emit(now)
 
@@ -376,6 +413,7 @@ class Agent:
             # a new life of the peer: forget its old tree state and message, greet it
             self.tree.forget(s)
             self._forget_message(s)
+            self._acked.discard(s)
             out.append(
                 (s, Hello(self.id, self.config.incarnation, self._next_seq(), self.config.endpoint))
             )
@@ -389,6 +427,8 @@ class Agent:
             if self._fresh_seq(peer.state_seq, peer.state_at, msg.seq, now):
                 peer.state_seq, peer.state_at = msg.seq, now
                 self._observe_tree(s, msg.tree, now, limit)
+                if self._rounds:
+                    self._take_acks(s, msg)
             else:
                 self.counters["drop.stale_seq"] += 1
         elif isinstance(msg, Fuse):
@@ -425,6 +465,14 @@ class Agent:
         """
         out, self._removed_peers = self._removed_peers, []
         return out
+
+    def _take_acks(self, s: int, msg: Heartbeat) -> None:
+        sent = self._sent.get(s)
+        mine = (self.id, self.config.incarnation, sent[1]) if sent is not None else None
+        if mine is not None and mine in msg.acks:
+            self._acked.add(s)
+        else:
+            self._acked.discard(s)
 
     def _fresh_seq(self, last: int, last_at: float, seq: int, now: float) -> bool:
         # newer than the last accepted, or the last accepted (perhaps an inflated, forged
@@ -483,7 +531,8 @@ class Agent:
             self._update_tree(now)
             self._hb_due = now
         if now >= self._next_resend:
-            self._next_resend = now + self.config.timing.fuse_resend_s
+            period = self.config.timing.fuse_resend_s
+            self._next_resend = now + (period / 2 if self._rounds else period)
             force = True
         return self._emit(now, force) + self._collective_step(now)  # collective mode (issue 9)
 
@@ -569,16 +618,27 @@ class Agent:
     def _forget_message(self, k: int) -> None:
         if self._incoming.pop(k, None) is not None:
             self._in_gen.pop(k, None)
+            self._in_round.pop(k, None)
             self._gen = self._next_stamp()
             self._schedule_fuse_soon()
 
     def _store_message(self, k: int, msg: Fuse, now: float) -> None:
         old = self._incoming.get(k)
+        if self._rounds:
+            self._ack_to.add(k)  # acknowledge every copy: the first acknowledgement may be lost
+            if k == self.tree.state.parent:
+                # the rest of the tree may be one round ahead of this subtree, not more
+                self._complete = max(self._complete, msg.gen - 1)
         if old is not None and old[0] == msg.incarnation and old[1] == msg.version:
             self.counters["fuse_unchanged"] += 1  # a resend: content identical
             return
         self._incoming[k] = (msg.incarnation, msg.version, msg.summary)
         self._in_gen[k] = self._next_stamp()
+        self._in_round[k] = msg.gen
+        if self._rounds and self._timeout_since is not None:
+            # an input arrived after a hold timed out: hold longer next time (a deep subtree)
+            self._late = max(self._late, now - self._timeout_since)
+            self._timeout_since = None
         self._schedule_fuse(now)
 
     def _update_tree(self, now: float) -> None:
@@ -592,6 +652,11 @@ class Agent:
                 self._incoming.pop(k, None)
                 self._in_gen.pop(k, None)
                 self._sent.pop(k, None)
+                self._in_round.pop(k, None)
+                self._sent_gen.pop(k, None)
+                self._sent_at.pop(k, None)
+                self._acked.discard(k)
+                self._held.pop(k, None)
             self._tree_nbrs = nbrs
             self._gen = self._next_stamp()
             self._schedule_fuse(now)
@@ -603,13 +668,15 @@ class Agent:
         self._hb_due = min(self._hb_due, max(now, soonest))
 
     def _schedule_fuse(self, now: float) -> None:
-        if self._fuse_due == math.inf:
-            self._fuse_due = max(now, self._last_fuse + self.config.timing.fuse_min_interval_s)
+        # min, not "if unset": a later hold deadline must not postpone a send that is due now
+        due = max(now, self._last_fuse + self.config.timing.fuse_min_interval_s)
+        self._fuse_due = min(self._fuse_due, due)
 
     def _schedule_fuse_soon(self) -> None:
         # no clock here: send with the next emit (the coalescing floor still applies)
-        if self._fuse_due == math.inf:
-            self._fuse_due = self._last_fuse + self.config.timing.fuse_min_interval_s
+        self._fuse_due = min(
+            self._fuse_due, self._last_fuse + self.config.timing.fuse_min_interval_s
+        )
 
     def _emit(self, now: float, force: bool = False) -> list[Outbound]:
         out: list[Outbound] = []
@@ -624,10 +691,12 @@ class Agent:
                 self.tree.state,
                 f.n_agents,
                 f.n_obs,
+                self._acks(),
             )
             for p in self.peers.ids():
                 out.append((p, hb))
             self.counters["tx.heartbeat"] += len(self.peers)
+            self._ack_to.clear()  # the broadcast heartbeat acknowledges everything
             # greet configured neighbours not heard yet (their endpoint may have changed)
             dead = [p for p in self.peers.ids() if not self.peers.get(p).alive]
             if dead:
@@ -638,7 +707,97 @@ class Agent:
                 self.counters["tx.hello"] += len(dead)
         if (self._fuse_due <= now or force) and self.started:
             self._fuse_due = math.inf
-            out.extend(self._fuse_round(now, force))
+            if self._rounds:
+                out.extend(self._fuse_round_rounds(now, force))
+            else:
+                out.extend(self._fuse_round(now, force))
+        if self._ack_to and self.started:
+            f = self.fused_summary
+            ack = Heartbeat(
+                self.id,
+                self.config.incarnation,
+                self._next_seq(),
+                self.tree.state,
+                f.n_agents,
+                f.n_obs,
+                self._acks(),
+            )
+            out.extend((k, ack) for k in sorted(self._ack_to))
+            self.counters["tx.heartbeat"] += len(self._ack_to)
+            self.counters["tx.ack"] += len(self._ack_to)
+            self._ack_to.clear()
+        return out
+
+    def _acks(self) -> tuple[tuple[int, int, int], ...]:
+        if not self._rounds:
+            return ()
+        return tuple((k, v[0], v[1]) for k, v in sorted(self._incoming.items()))
+
+    def _fuse_message(self, b: int, version: int, gen: int, fused: Summary) -> Fuse:
+        # R_F(a) - M_ba + R_0: O(m^2) per message (tree_message would be O(degree m^2))
+        inc = self._incoming.get(b)
+        M = subtract(fused, inc[2]) if inc is not None else fused
+        return Fuse(
+            self.id, self.config.incarnation, self._next_seq(), b, version, self.tree.state, M, gen
+        )
+
+    def _fuse_round_rounds(self, now: float, force: bool) -> list[Outbound]:
+        """``fusion="rounds"``: send changed messages whose inputs are in, resend unacked ones."""
+        nbrs = sorted(self._tree_nbrs)
+        if not nbrs:
+            return []
+        t = self.config.timing
+        # the hold adapts to the slowest input seen (a convergecast up a deep tree), capped
+        hold = min(max(t.fuse_hold_s, 1.5 * self._late), 10 * t.fuse_hold_s)
+        gens = {k: (self._in_round.get(k, 0) if k in self._incoming else 0) for k in nbrs}
+        G = max(self._round, *gens.values())
+        self._complete = max(self._complete, min(self._round, *gens.values()))
+        out: list[Outbound] = []
+        fused: Summary | None = None
+        next_due = math.inf
+        fresh = 0
+        for b in nbrs:
+            ins = tuple((k, self._in_gen[k]) for k in nbrs if k != b and k in self._in_gen)
+            key = (self._lstamp, ins)
+            prev = self._sent.get(b)
+            if prev is not None and prev[0] == key:
+                self._held.pop(b, None)
+                if (
+                    force
+                    and b not in self._acked
+                    and now - self._sent_at.get(b, -math.inf) >= t.fuse_resend_s / 2
+                ):
+                    fused = fused if fused is not None else self.fused_summary
+                    out.append((b, self._fuse_message(b, prev[1], self._sent_gen[b], fused)))
+                    self._sent_at[b] = now
+                    self.counters["tx.fuse_resend"] += 1
+                continue
+            if self._round < G or any(gens[k] < G for k in nbrs if k != b):
+                since = self._held.setdefault(b, now)
+                if now < since + hold:
+                    next_due = min(next_due, since + hold)
+                    continue
+                self._timeout_since = since
+                # held long enough: declare round G complete; late inputs make their own wave
+                self.counters["fuse_hold_timeout"] += 1
+                if self._round < G:
+                    self._round, self._adopted = G, True
+                for k in nbrs:
+                    if k != b and k in self._incoming and gens[k] < G:
+                        self._in_round[k] = gens[k] = G
+            self._held.pop(b, None)
+            version = self._next_stamp()  # monotone: a re-formed edge never reuses one
+            self._sent[b] = (key, version)
+            self._sent_gen[b], self._sent_at[b] = G, now
+            self._acked.discard(b)
+            fused = fused if fused is not None else self.fused_summary
+            out.append((b, self._fuse_message(b, version, G, fused)))
+            fresh += 1
+        if fresh:
+            self._last_fuse = now
+        if next_due < math.inf:
+            self._fuse_due = min(self._fuse_due, next_due)
+        self.counters["tx.fuse"] += len(out)
         return out
 
     def _fuse_round(self, now: float, force: bool) -> Iterable[Outbound]:

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from swarmgp.agents.peers import Limits
 from swarmgp.fusion.errors import SwarmGPError
 
-__all__ = ["AgentConfig", "ConfigError", "TimingConfig"]
+__all__ = ["FUSION_MODES", "AgentConfig", "ConfigError", "TimingConfig"]
+
+#: Fusion protocols (``--fusion``): asynchronous per change, or change rounds with acks.
+FUSION_MODES = ("tree", "rounds")
 
 
 class ConfigError(SwarmGPError):
@@ -34,6 +37,9 @@ class TimingConfig:
     beacon_min_interval_s : float
         Rate limit of *triggered* beacons (sent early on a tree change or a new peer), so a
         burst of changes while the tree forms costs one beacon, not one per change.
+    fuse_hold_s : float
+        ``fusion="rounds"``: longest a changed tree message is held while an input it depends
+        on (the agent's own batch or a neighbour's message) is behind the newest change round.
     """
 
     heartbeat_s: float = 0.5
@@ -42,9 +48,15 @@ class TimingConfig:
     fuse_min_interval_s: float = 0.01
     fuse_resend_s: float = 1.0
     beacon_min_interval_s: float = 0.05
+    fuse_hold_s: float = 0.5
 
     def __post_init__(self) -> None:
-        if not (self.heartbeat_s > 0 and self.fuse_resend_s > 0 and self.fuse_min_interval_s >= 0):
+        if not (
+            self.heartbeat_s > 0
+            and self.fuse_resend_s > 0
+            and self.fuse_min_interval_s >= 0
+            and self.fuse_hold_s >= 0
+        ):
             raise ConfigError("timing: periods must be positive")
         if self.peer_timeout_s <= self.heartbeat_s or self.root_timeout_s <= self.heartbeat_s:
             raise ConfigError(
@@ -62,6 +74,7 @@ class TimingConfig:
             fuse_min_interval_s=heartbeat_s / 20,
             fuse_resend_s=4 * heartbeat_s,
             beacon_min_interval_s=heartbeat_s / 10,
+            fuse_hold_s=2 * heartbeat_s,
         )
 
 
@@ -91,6 +104,11 @@ class AgentConfig:
         This agent's own endpoint, announced in Hello messages ("" in simulation).
     limits : Limits
         Bounds on what peers may claim and cost (peer-table size, counts, incarnation skew).
+    fusion : str
+        ``"tree"``: a tree message is sent whenever its content changes (coalesced) and every
+        message is resent each ``fuse_resend_s``. ``"rounds"``: change rounds on the same
+        full-state messages: a changed message is held until its inputs are in for the newest
+        round (or ``fuse_hold_s`` passes) and resent only while unacknowledged.
     """
 
     agent_id: int
@@ -103,8 +121,11 @@ class AgentConfig:
     accept_unknown_peers: bool = True
     endpoint: str = ""
     limits: Limits = field(default_factory=Limits)
+    fusion: str = "tree"
 
     def __post_init__(self) -> None:
+        if self.fusion not in FUSION_MODES:
+            raise ConfigError(f"agent: fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
         if self.agent_id < 0 or self.m < 1 or self.max_dist < 1 or self.incarnation < 0:
             raise ConfigError("agent: id, incarnation >= 0 and m, max_dist >= 1 required")
         if self.agent_id in self.neighbors:

@@ -54,6 +54,8 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
     The peer and root timeouts hold enough beacons that losing all of them at the run's loss
     rate is a ``FALSE_EXPIRY`` event (at least ``MIN_TIMEOUT_BEACONS``, at most 160); fusion
     state is resent every two beacons, triggered beacons are rate-limited to ten per period.
+    With ``--fusion rounds`` a changed tree message waiting for its inputs is held at most one
+    batch interval or two beacons, whichever is longer.
     """
     hb = cfg.timing.heartbeat
     p = min(max(cfg.faults.loss, cfg.faults.bursty or 0.0, 1e-3), 0.9)
@@ -65,6 +67,7 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
         fuse_min_interval_s=cfg.timing.fuse_interval,
         fuse_resend_s=2 * hb,
         beacon_min_interval_s=hb / 10,
+        fuse_hold_s=max(cfg.timing.batch_interval, 2 * hb),
     )
 
 
@@ -185,6 +188,7 @@ def build_agent(
         timing=protocol_timing(cfg),
         max_dist=max_dist,
         endpoint=endpoint,
+        fusion=getattr(cfg.timing, "fusion", "tree"),
     )
     model: LocalModel | CollectiveModel
     if isinstance(encoding, CollectiveEncoding):  # collective mode (issue 9)

@@ -229,6 +229,14 @@ class RunTiming(_Section):
         per_command={"local": 0.0, "agent": 0.0},
         metavar="S",
     )
+    fusion: str = _opt(
+        "tree",
+        "fusion protocol on the spanning tree: 'tree' sends a message per change (coalesced by "
+        "--fuse-interval) and resends all periodically; 'rounds' holds a changed message until "
+        "its inputs are in for the newest change round (convergecast up, broadcast down) and "
+        "resends only unacknowledged ones",
+        choices=("tree", "rounds"),
+    )
 
 
 @dataclass(frozen=True)

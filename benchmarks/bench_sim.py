@@ -269,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cases", nargs="+", choices=sorted(CASES))
     p.add_argument("--agents", default=None, help="override the number of agents")
     p.add_argument("--batches", default=None, help="override batches per agent")
+    p.add_argument("--fusion", default=None, help="fusion protocol: tree or rounds")
     p.add_argument("--out", default=str(Path(__file__).with_name("results_sim.json")))
     args = p.parse_args(argv)
     extra = [
         *(["--agents", args.agents] if args.agents else []),
         *(["--batches", args.batches] if args.batches else []),
+        *(["--fusion", args.fusion] if args.fusion else []),
     ]
     try:
         results = json.loads(Path(args.out).read_text())

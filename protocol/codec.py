@@ -148,9 +148,13 @@ def encode(msg: Message, encoding_hash: str = "", m: int = 0) -> list[bytes | me
     elif isinstance(msg, Heartbeat):
         hdr["t"] = _tree(msg.tree)
         hdr["c"] = [msg.n_agents, msg.n_obs]
+        if msg.acks:
+            hdr["ak"] = [list(x) for x in msg.acks]
     elif isinstance(msg, Fuse):
         hdr.update(to=msg.to, v=msg.version, t=_tree(msg.tree))
         hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
+        if msg.gen:
+            hdr["g"] = msg.gen
         arrays.append(("R", _f8(msg.summary.pack())))
     elif isinstance(msg, Reduce):  # collective mode (issue 9)
         hdr["r"] = [msg.root, msg.root_inc, msg.epoch, msg.round, msg.phase, msg.size]
@@ -221,6 +225,27 @@ def _tree_state(h: dict[str, Any]) -> TreeState:
     if r < 0 or d < 0 or p > _MAX_ID or r > _MAX_ID or rs > _MAX_ID:
         raise BadHeader("header: tree state out of range")
     return TreeState(r, ri, rs, d, p)
+
+
+#: Most acknowledgements one heartbeat may carry (one per tree neighbour).
+MAX_ACKS = 1024
+
+
+def _acks(h: dict[str, Any]) -> tuple[tuple[int, int, int], ...]:
+    v = h.get("ak")
+    if v is None:
+        return ()
+    if type(v) is not list or len(v) > MAX_ACKS:
+        raise BadHeader(f"header: field 'ak' must be a list of <= {MAX_ACKS} acknowledgements")
+    out = []
+    for x in v:
+        if type(x) is not list or len(x) != 3 or any(type(y) is not int for y in x):
+            raise BadHeader("header: an acknowledgement is a list of 3 ints")
+        k, inc, ver = x
+        if not (0 <= k <= _MAX_ID and 0 <= inc <= _MAX_U64 and 0 <= ver <= _MAX_ID):
+            raise BadHeader("header: acknowledgement out of range")
+        out.append((k, inc, ver))
+    return tuple(out)
 
 
 def _as_view(f: object) -> memoryview:
@@ -371,7 +396,7 @@ def _parse(
     if kind == "hb":
         _no_arrays(arrays, kind)
         na, no = _ints(h, "c", 2, 0, _MAX_COUNT)
-        return Heartbeat(sender, inc, seq, _tree_state(h), na, no)
+        return Heartbeat(sender, inc, seq, _tree_state(h), na, no, _acks(h))
     if kind == "fuse":
         if set(arrays) != {"R"}:
             raise BadFrames("fuse: expected exactly one array 'R'")
@@ -387,6 +412,7 @@ def _parse(
             _int(h, "v", 0, _MAX_ID),
             _tree_state(h),
             summary,
+            _int(h, "g", 0, _MAX_ID) if "g" in h else 0,
         )
     if kind == "red":  # collective mode (issue 9)
         if set(arrays) != {"V"} or arrays["V"].ndim != 1:

@@ -85,6 +85,9 @@ class Heartbeat:
     tree: TreeState
     n_agents: int = 0
     n_obs: int = 0
+    #: ``(neighbour, its incarnation, version)`` of each tree message the sender holds
+    #: (``--fusion rounds``: only unacknowledged tree messages are resent); empty otherwise.
+    acks: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class Fuse:
         Sender's tree state, so the receiver learns the edge without waiting for a heartbeat.
     summary : Summary
         ``M = R_sender + sum_{k != to}(M_k - R_0)``, with ``n_agents`` / ``n_obs`` it covers.
+    gen : int
+        ``--fusion rounds``: the change round the content is complete for (0: not used).
     """
 
     sender: int
@@ -111,6 +116,7 @@ class Fuse:
     version: int
     tree: TreeState
     summary: Summary
+    gen: int = 0
 
 
 @dataclass(frozen=True)

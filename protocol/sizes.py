@@ -89,9 +89,13 @@ def header_fields(msg: object, encoding_hash: str = "", m: int = 0) -> dict[str,
     elif isinstance(msg, Heartbeat):
         hdr["t"] = _tree(msg.tree)
         hdr["c"] = [msg.n_agents, msg.n_obs]
+        if msg.acks:
+            hdr["ak"] = [list(x) for x in msg.acks]
     elif isinstance(msg, Fuse):
         hdr.update(to=msg.to, v=msg.version, t=_tree(msg.tree))
         hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
+        if msg.gen:
+            hdr["g"] = msg.gen
     elif isinstance(msg, Reduce):
         hdr["r"] = [msg.root, msg.root_inc, msg.epoch, msg.round, msg.phase, msg.size]
     elif isinstance(msg, StatusRequest):
