@@ -492,6 +492,12 @@ class ProcessConfig(_Section):
         commands=frozenset({"local"}),
         metavar="DIR",
     )
+    zygote: bool = _opt(
+        True,
+        "fork agents from one helper process that imported the agent code once (fast start-up);"
+        " --no-zygote: start each agent as a new python process",
+        commands=frozenset({"local"}),
+    )
 
 
 @dataclass(frozen=True)

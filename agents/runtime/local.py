@@ -36,6 +36,7 @@ from swarmgp.agents.runtime.report import (
     summary_lines,
     write_report,
 )
+from swarmgp.agents.runtime.zygote import Zygote, ZygoteError
 from swarmgp.agents.sources.agent_feed import DataManifest, declare_data, test_set
 from swarmgp.agents.sources.registry import parse_uri
 from swarmgp.agents.sources.schema import ColumnSchema
@@ -69,7 +70,7 @@ def _is_stdin(uri: str) -> bool:
     return scheme == "jsonl" and target == "-"
 
 
-def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
+def _signal_group(p: Any, sig: int) -> None:
     try:
         os.killpg(p.pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -120,8 +121,13 @@ class LocalSwarm:
         #: of the agent that owns it (:meth:`forward_stdin`).
         self.pipe_stdin = _is_stdin(cfg.data.data)
         self.manifest = manifest
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.all_procs: list[subprocess.Popen[bytes]] = []
+        #: agent processes (``subprocess.Popen``, or :class:`~.zygote.Forked` from the zygote:
+        #: both tracked by pid, with ``poll``/``wait``/``returncode``/``stdin``)
+        self.procs: dict[int, Any] = {}
+        self.all_procs: list[Any] = []
+        #: ``--zygote`` (default): agents are forked from one pre-imported helper process
+        self.use_zygote = bool(getattr(cfg.process, "zygote", True))
+        self.zygote: Zygote | None = None
         self._client: Any = None
         self._client_eps: dict[int, str] = {}
 
@@ -167,16 +173,36 @@ class LocalSwarm:
             raise LaunchError(f"--state-dir {path}: {exc.strerror or exc}") from None
         return ["--state-dir", str(path)]
 
-    def spawn(self, i: int) -> None:
-        """Start agent i (replacing its rendezvous record)."""
-        (self.dir / f"agent-{i}.json").unlink(missing_ok=True)
-        env = dict(
+    @staticmethod
+    def agent_env() -> dict[str, str]:
+        """The agents' environment: one BLAS thread each, unbuffered output."""
+        return dict(
             os.environ,
             OMP_NUM_THREADS="1",
             OPENBLAS_NUM_THREADS="1",
             MKL_NUM_THREADS="1",
             PYTHONUNBUFFERED="1",
         )
+
+    def spawn(self, i: int) -> None:
+        """Start agent i (replacing its rendezvous record): forked from the zygote, or (with
+        ``--no-zygote``, or when the zygote cannot start) as a ``launch.py agent`` process."""
+        (self.dir / f"agent-{i}.json").unlink(missing_ok=True)
+        if self.use_zygote:
+            try:
+                if self.zygote is None:
+                    self.zygote = Zygote(self.agent_env(), self.dir / "zygote.stderr")
+                p = self.zygote.spawn(
+                    self.command(i)[2:], self.dir / f"agent-{i}.stderr", self.pipe_stdin
+                )
+            except (ZygoteError, OSError) as exc:
+                progress(f"zygote unavailable ({exc}); starting agents as new processes")
+                self.use_zygote = False
+            else:
+                self.procs[i] = p
+                self.all_procs.append(p)
+                return
+        env = self.agent_env()
         err = open(self.dir / f"agent-{i}.stderr", "ab")  # noqa: SIM115 - owned by the child
         try:
             p = subprocess.Popen(
@@ -251,6 +277,9 @@ class LocalSwarm:
             else:  # the group may hold nothing else, but make sure
                 _signal_group(p, signal.SIGKILL)
         self.procs.clear()
+        if self.zygote is not None:  # every agent is reaped: the zygote may go
+            self.zygote.close()
+            self.zygote = None
         if self._client is not None:
             self._client.close()
             self._client = None
