@@ -210,7 +210,9 @@ def build_swarm(
     if shard is None:
         sim = Simulator(factory, network)
     else:
-        sim = mpi.ShardedSimulator(factory, network, shard, network.config.base_latency_s)
+        sim = mpi.ShardedSimulator(
+            factory, network, shard, network.config.base_latency_s, encoding.hash, encoding.m
+        )
     sw = Swarm(
         cfg, adjacency, streams, encoding, sim, network, diam, t_data_end, _partitions(cfg), shard
     )
