@@ -8,13 +8,13 @@ schedule, but starts, feeds and churns only its own agents.
 
 Time advances in conservative windows: the ranks agree on the earliest pending event ``t0``
 (riding on the exchange below), each processes its events in ``[t0, t0 + L)`` with ``L`` the
-base link latency (every message takes at least that long, so nothing sent inside the window
-can arrive inside it), and the deliveries to agents on other ranks are then exchanged: each message in the
-protocol codec's frames (:mod:`swarmgp.protocol.codec`, decoded and validated on arrival), one
-contiguous byte buffer per destination (``Alltoall`` of lengths, ``Alltoallv``). Nothing that
-crosses ranks is ever serialized as a Python object: agent views travel as snapshot-format
-records (JSON header + raw float64 arrays, :mod:`swarmgp.agents.runtime.snapshot`), counters
-as JSON, ids and floats as numpy buffers.
+base link latency (every message takes at least that long, so nothing sent inside the window can
+arrive inside it), and the deliveries to agents on other ranks are then exchanged: each message
+in the protocol codec's frames (:mod:`swarmgp.protocol.codec`, decoded and validated on
+arrival), one contiguous byte buffer per destination (``Alltoall`` of lengths, ``Alltoallv``).
+Nothing that crosses ranks is ever serialized as a Python object: agent views travel as
+snapshot-format records (JSON header + raw float64 arrays,
+:mod:`swarmgp.agents.runtime.snapshot`), counters as JSON, ids and floats as numpy buffers.
 Callbacks (the per-round checkpoints) run on every rank at the same window; the checkpoints,
 the consistency probes of the settle phase and the final scoring gather the state they need
 (agents' summaries, and the models of the scored agents) on rank 0, which computes exactly
