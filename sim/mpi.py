@@ -15,6 +15,7 @@ arrival), one contiguous byte buffer per destination (``Alltoall`` of lengths, `
 Nothing that crosses ranks is ever serialized as a Python object: agent views travel as
 snapshot-format records (JSON header + raw float64 arrays,
 :mod:`swarmgp.agents.runtime.snapshot`), counters as JSON, ids and floats as numpy buffers.
+
 Callbacks (the per-round checkpoints) run on every rank at the same window; the checkpoints,
 the consistency probes of the settle phase and the final scoring gather the state they need
 (agents' summaries, and the models of the scored agents) on rank 0, which computes exactly
