@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +116,16 @@ def _scrape(port: int, deadline_s: float = 20.0) -> str:
     raise AssertionError(f"no metrics at port {port}: {text[:200]!r}")
 
 
-def test_zmq_feed_that_never_ends_into_local_duration(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _zmq_feed(seed: int) -> Iterator[tuple[int, _Publisher]]:
+    """A ZeroMQ PUB feed on loopback that never ends (until the block exits): (port, feeder)."""
     zmq = pytest.importorskip("zmq")
     port = _free_port()
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.bind(f"tcp://127.0.0.1:{port}")
     keys = _keys()
-    rng = random.Random(0)
+    rng = random.Random(seed)
 
     def send(n: int) -> None:
         row = _row(rng, n, keys[n % len(keys)])
@@ -129,17 +133,27 @@ def test_zmq_feed_that_never_ends_into_local_duration(tmp_path: Path) -> None:
 
     feeder = _Publisher(send)
     feeder.start()
-    metrics_port = _free_port()
-    report = tmp_path / "r.json"
-    duration = 5.0
-    cmd = [
-        sys.executable, str(LAUNCH), "local",
-        "--data", f"zmq+sub://127.0.0.1:{port}/obs?d=2&hwm=100000",
-        "--agents", str(A), "--agent-column", "agent", "--batch-size", "20",
-        "--duration", str(duration), "--timeout", "60",
-        "--metrics-port", str(metrics_port), "--report", str(report),
-    ]  # fmt: skip
     try:
+        yield port, feeder
+    finally:
+        feeder.halt.set()
+        feeder.join(5)
+        pub.close(0)
+        ctx.term()
+
+
+def test_zmq_feed_that_never_ends_into_local_duration(tmp_path: Path) -> None:
+    with _zmq_feed(0) as (port, feeder):
+        metrics_port = _free_port()
+        report = tmp_path / "r.json"
+        duration = 5.0
+        cmd = [
+            sys.executable, str(LAUNCH), "local",
+            "--data", f"zmq+sub://127.0.0.1:{port}/obs?d=2&hwm=100000",
+            "--agents", str(A), "--agent-column", "agent", "--batch-size", "20",
+            "--duration", str(duration), "--timeout", "60",
+            "--metrics-port", str(metrics_port), "--report", str(report),
+        ]  # fmt: skip
         proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True)
         try:
             text = _scrape(metrics_port)  # agent 0, scraped over loopback while ingesting
@@ -148,11 +162,6 @@ def test_zmq_feed_that_never_ends_into_local_duration(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    finally:
-        feeder.halt.set()
-        feeder.join(5)
-        pub.close(0)
-        ctx.term()
     assert proc.returncode == 0, err[-2000:]
     for name in (
         "swarmgp_observations_total",
@@ -300,20 +309,11 @@ def test_jsonl_stdin_into_agents_keeps_each_row_once(tmp_path: Path) -> None:
 def test_zmq_feed_recorded_by_sim_duration(tmp_path: Path) -> None:
     # sim takes the same live source: it records the feed for --duration seconds, then
     # simulates it; a live feed without --duration is one line and exit 1 (it never ends)
-    zmq = pytest.importorskip("zmq")
-    port = _free_port()
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
-    pub.bind(f"tcp://127.0.0.1:{port}")
-    keys = _keys()
-    rng = random.Random(1)
+    with _zmq_feed(1) as (port, _):
+        _sim_records_the_feed(tmp_path, port)
 
-    def send(n: int) -> None:
-        row = _row(rng, n, keys[n % len(keys)])
-        pub.send_multipart([b"obs", json.dumps(row).encode()])
 
-    feeder = _Publisher(send)
-    feeder.start()
+def _sim_records_the_feed(tmp_path: Path, port: int) -> None:
     report = tmp_path / "sim.json"
     uri = f"zmq+sub://127.0.0.1:{port}/obs?d=2&hwm=100000"
     base = [
@@ -321,23 +321,17 @@ def test_zmq_feed_recorded_by_sim_duration(tmp_path: Path) -> None:
         "--agent-column", "agent", "--batch-size", "20", "--mode", "paper", "--no-learn",
         "--inducing", "10", "--quiet",
     ]  # fmt: skip
-    try:
-        p = subprocess.run(
-            [*base, "--duration", "3", "--report", str(report)],
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-        assert p.returncode == 0, p.stderr[-2000:]
-        r = json.loads(report.read_text())
-        assert r["agents"] == A and r["n_obs"] > 0
-        assert r["consistency_max_rel_err"] <= 1e-9
-        q = subprocess.run(base, env=_env(), capture_output=True, text=True, timeout=60)
-        assert q.returncode == 1 and "--duration" in q.stderr
-        assert len(q.stderr.strip().splitlines()) == 1, q.stderr
-    finally:
-        feeder.halt.set()
-        feeder.join(5)
-        pub.close(0)
-        ctx.term()
+    p = subprocess.run(
+        [*base, "--duration", "3", "--report", str(report)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(report.read_text())
+    assert r["agents"] == A and r["n_obs"] > 0
+    assert r["consistency_max_rel_err"] <= 1e-9
+    q = subprocess.run(base, env=_env(), capture_output=True, text=True, timeout=60)
+    assert q.returncode == 1 and "--duration" in q.stderr
+    assert len(q.stderr.strip().splitlines()) == 1, q.stderr
