@@ -197,6 +197,8 @@ class Agent:
         self._ack_to: set[int] = set()  # neighbours owed an acknowledging heartbeat
         self._late = 0.0  # longest a held message has waited for an input that did arrive
         self._timeout_since: float | None = None  # hold start of the last time-out
+        self._tree_changed_at = now  # last change of root, parent or tree neighbours
+        self._unstable_since: float | None = None  # first fresh send deferred for the tree
         # timers
         phase = float(rng.uniform(0.0, t.heartbeat_s)) if rng is not None else 0.0
         self._next_hb = now + phase
@@ -643,8 +645,11 @@ class Agent:
 
     def _update_tree(self, now: float) -> None:
         live = self.peers.live()
+        was = (self.tree.state.root, self.tree.state.parent)
         if self.tree.recompute(now, live):
             self.counters["tree_changes"] += 1
+            if (self.tree.state.root, self.tree.state.parent) != was:
+                self._tree_changed_at = now  # not for a new beacon of the same root
             self._trigger_beacon(now)  # tell neighbours soon, rate-limited
         nbrs = self.tree.neighbors(live)
         if nbrs != self._tree_nbrs:
@@ -658,6 +663,7 @@ class Agent:
                 self._acked.discard(k)
                 self._held.pop(k, None)
             self._tree_nbrs = nbrs
+            self._tree_changed_at = now
             self._gen = self._next_stamp()
             self._schedule_fuse(now)
 
@@ -751,6 +757,16 @@ class Agent:
         hold = min(max(t.fuse_hold_s, 1.5 * self._late), 10 * t.fuse_hold_s)
         gens = {k: (self._in_round.get(k, 0) if k in self._incoming else 0) for k in nbrs}
         G = max(self._round, *gens.values())
+        # start-up: before the agent's first batch, while the tree forms (root or parent
+        # changed less than a beacon ago), fresh sends wait for it to settle, at most one hold
+        # time at a stretch, so forming the tree does not cost a wave of messages per change
+        stable_at = self._tree_changed_at + t.heartbeat_s
+        if now < stable_at and not self._lstamp:
+            if self._unstable_since is None:
+                self._unstable_since = now
+            settling = now < self._unstable_since + t.fuse_hold_s
+        else:
+            settling, self._unstable_since = False, None
         self._complete = max(self._complete, min(self._round, *gens.values()))
         out: list[Outbound] = []
         fused: Summary | None = None
@@ -771,6 +787,9 @@ class Agent:
                     out.append((b, self._fuse_message(b, prev[1], self._sent_gen[b], fused)))
                     self._sent_at[b] = now
                     self.counters["tx.fuse_resend"] += 1
+                continue
+            if settling:
+                next_due = min(next_due, stable_at, self._unstable_since + t.fuse_hold_s)
                 continue
             if self._round < G or any(gens[k] < G for k in nbrs if k != b):
                 since = self._held.setdefault(b, now)
@@ -795,6 +814,7 @@ class Agent:
             fresh += 1
         if fresh:
             self._last_fuse = now
+            self._unstable_since = None
         if next_due < math.inf:
             self._fuse_due = min(self._fuse_due, next_due)
         self.counters["tx.fuse"] += len(out)

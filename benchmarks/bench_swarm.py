@@ -10,6 +10,7 @@ Measures, at m = 100 with learning off:
   consistency, start-up time, and resident memory per agent process.
 
     python benchmarks/bench_swarm.py --agents 8 32 64 --topologies ring geometric --out b.json
+    python benchmarks/bench_swarm.py --agents 16 32 --fusion tree rounds
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def bench_codec(m: int = 100, reps: int = 3000) -> dict[str, float]:
     }
 
 
-def bench_swarm(n: int, topology: str, m: int, heartbeat: float, timeout: float) -> dict:
+def bench_swarm(
+    n: int, topology: str, m: int, heartbeat: float, timeout: float, fusion: str = "tree"
+) -> dict:
+    batches = 2
     _, cfg = launch.parse_config(
         [
             "local",
@@ -76,13 +80,15 @@ def bench_swarm(n: int, topology: str, m: int, heartbeat: float, timeout: float)
             str(m),
             "--no-learn",
             "--batches",
-            "2",
+            str(batches),
             "--batch-size",
             "50",
             "--heartbeat",
             str(heartbeat),
             "--seed",
             "1",
+            "--fusion",
+            fusion,
         ]
     )
     assert cfg is not None
@@ -99,17 +105,26 @@ def bench_swarm(n: int, topology: str, m: int, heartbeat: float, timeout: float)
             c = [r.info["counters"] for r in replies.values()]
             rss = [r.info["peak_rss_mb"] for r in replies.values()]
             diam_edges = sum(len(v) for v in adj.values()) // 2
+            fuse_msgs = int(sum(x.get("tx.fuse", 0) for x in c))
+            # every Fuse message at this m has the same size (a few header bytes aside)
+            fuse_size = bench_codec(m, reps=1)["message_bytes"]
+            # ideal: one Fuse message per direction per tree edge per round (a batch round)
+            ideal = 2 * (n - 1) * batches
             return {
                 "agents": n,
                 "topology": topology,
                 "edges": diam_edges,
                 "m": m,
                 "heartbeat_s": heartbeat,
+                "fusion": fusion,
                 "startup_s": t_started,
                 "consistency_after_last_obs_s": last_move - last_obs,
                 "max_rel_err": err,
                 "messages": int(sum(x.get("net.tx_msgs", 0) for x in c)),
-                "fuse_messages": int(sum(x.get("tx.fuse", 0) for x in c)),
+                "fuse_messages": fuse_msgs,
+                "fuse_bytes": fuse_msgs * fuse_size,
+                "fuse_ideal_messages": ideal,
+                "fuse_over_ideal": round(fuse_msgs / ideal, 2),
                 "bytes": int(sum(x.get("net.tx_bytes", 0) for x in c)),
                 "rss_mb_per_agent_mean": float(np.mean(rss)),
                 "rss_mb_per_agent_max": float(np.max(rss)),
@@ -126,15 +141,17 @@ def main() -> int:
     p.add_argument("--inducing", type=int, default=100)
     p.add_argument("--heartbeat", type=float, default=0.1)
     p.add_argument("--timeout", type=float, default=180.0)
+    p.add_argument("--fusion", nargs="+", default=["tree"], help="fusion protocols: tree rounds")
     p.add_argument("--out", help="write results as JSON here")
     a = p.parse_args()
     res = {"codec": bench_codec(a.inducing), "swarms": []}
     print(json.dumps(res["codec"]), flush=True)
     for n in a.agents:
         for topo in a.topologies:
-            r = bench_swarm(n, topo, a.inducing, a.heartbeat, a.timeout)
-            res["swarms"].append(r)
-            print(json.dumps(r), flush=True)
+            for fusion in a.fusion:
+                r = bench_swarm(n, topo, a.inducing, a.heartbeat, a.timeout, fusion)
+                res["swarms"].append(r)
+                print(json.dumps(r), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=2))
     return 0
