@@ -195,7 +195,7 @@ class WarmupProgram:
         self._theta: CollectiveParams | None = None
         self._theta0: CollectiveParams | None = None
         self._best: CollectiveParams | None = None
-        self._eval: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._eval: tuple[Any, ...] | None = None  # (bound, dG, dg, [site terms,] direct)
         self._scale = 1.0
         self._scale_unset = True
 
