@@ -59,8 +59,10 @@ __all__ = [
     "MAX_M",
     "MINOR",
     "SIGNATURE",
+    "array_shapes",
     "decode",
     "encode",
+    "header_fields",
     "packed_len",
 ]
 
@@ -113,6 +115,101 @@ def _f8(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=_F8)
 
 
+def array_shapes(msg: object) -> list[tuple[str, list[int]]]:
+    """``(name, shape)`` of each array frame :func:`encode` writes for ``msg``, in order."""
+    if isinstance(msg, Fuse):
+        return [("R", [packed_len(msg.summary.m)])]
+    if isinstance(msg, Reduce):
+        return [("V", list(msg.vector.shape))]
+    out: list[tuple[str, list[int]]] = []
+    if isinstance(msg, StatusRequest):
+        if msg.X is not None:
+            out.append(("X", list(msg.X.shape)))
+        if msg.summary is not None:
+            out.append(("S", [packed_len(msg.summary.m)]))
+    elif isinstance(msg, StatusReply):
+        for name, s in (("F", msg.fused), ("L", msg.local)):
+            if s is not None:
+                out.append((name, [packed_len(s.m)]))
+        for name, a in sorted(msg.predictions.items()):
+            out.append(("p:" + name, list(a.shape)))
+    return out
+
+
+def header_fields(msg: object, encoding_hash: str = "", m: int = 0) -> dict[str, Any]:
+    """The header map :func:`encode` writes for ``msg``, without touching any array.
+
+    The array descriptors come from :func:`array_shapes`, so :mod:`protocol.sizes` can count a
+    message's bytes from this map alone.
+
+    Raises
+    ------
+    TypeError
+        ``msg`` is not a protocol message.
+    """
+    kind = _KINDS.get(type(msg))
+    if kind is None:
+        raise TypeError(f"encode: not a protocol message: {type(msg).__name__}")
+    hdr: dict[str, Any] = {
+        "k": kind,
+        "s": msg.sender,  # type: ignore[attr-defined]
+        "i": msg.incarnation,  # type: ignore[attr-defined]
+        "q": msg.seq,  # type: ignore[attr-defined]
+        "e": encoding_hash,
+        "m": m,
+        "mn": MINOR,
+    }
+    if isinstance(msg, Hello):
+        hdr["ep"] = msg.endpoint
+    elif isinstance(msg, Heartbeat):
+        hdr["t"] = _tree(msg.tree)
+        hdr["c"] = [msg.n_agents, msg.n_obs]
+        if msg.acks:
+            hdr["ak"] = [list(x) for x in msg.acks]
+    elif isinstance(msg, Fuse):
+        hdr.update(to=msg.to, v=msg.version, t=_tree(msg.tree))
+        hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
+        if msg.gen:
+            hdr["g"] = msg.gen
+    elif isinstance(msg, Reduce):
+        hdr["r"] = [msg.root, msg.root_inc, msg.epoch, msg.round, msg.phase, msg.size]
+    elif isinstance(msg, StatusRequest):
+        hdr["n"] = msg.nonce
+        if msg.summary is not None:
+            hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
+            hdr["sh"] = msg.summary.encoding_hash
+    elif isinstance(msg, StatusReply):
+        hdr["n"] = msg.nonce
+        hdr["info"] = msg.info
+        for name, s in (("F", msg.fused), ("L", msg.local)):
+            if s is not None:
+                hdr["c" + name] = [s.n_agents, s.n_obs]
+                hdr["sh"] = s.encoding_hash
+    hdr["a"] = [[name, "<f8", shape] for name, shape in array_shapes(msg)]
+    return hdr
+
+
+def _payload(msg: object) -> list[np.ndarray]:
+    """The float64 arrays of ``msg``'s frames, in :func:`array_shapes` order."""
+    if isinstance(msg, Fuse):
+        return [_f8(msg.summary.pack())]
+    if isinstance(msg, Reduce):
+        return [_f8(msg.vector)]
+    out: list[np.ndarray] = []
+    if isinstance(msg, StatusRequest):
+        if msg.X is not None:
+            out.append(_f8(msg.X))
+        if msg.summary is not None:
+            out.append(_f8(msg.summary.pack()))
+    elif isinstance(msg, StatusReply):
+        for s in (msg.fused, msg.local):
+            if s is not None:
+                out.append(_f8(s.pack()))
+        for _, a in sorted(msg.predictions.items()):
+            out.append(_f8(a))
+    return out
+
+
 def encode(msg: Message, encoding_hash: str = "", m: int = 0) -> list[bytes | memoryview]:
     """Serialize a message into frames.
 
@@ -130,59 +227,13 @@ def encode(msg: Message, encoding_hash: str = "", m: int = 0) -> list[bytes | me
         Frame 0, the header, then one zero-copy float64 buffer per array. The array buffers
         alias immutable snapshots: never mutate the summaries after sending.
     """
-    kind = _KINDS.get(type(msg))
-    if kind is None:
-        raise TypeError(f"encode: not a protocol message: {type(msg).__name__}")
-    hdr: dict[str, Any] = {
-        "k": kind,
-        "s": msg.sender,
-        "i": msg.incarnation,
-        "q": msg.seq,
-        "e": encoding_hash,
-        "m": m,
-        "mn": MINOR,
-    }
-    arrays: list[tuple[str, np.ndarray]] = []
-    if isinstance(msg, Hello):
-        hdr["ep"] = msg.endpoint
-    elif isinstance(msg, Heartbeat):
-        hdr["t"] = _tree(msg.tree)
-        hdr["c"] = [msg.n_agents, msg.n_obs]
-        if msg.acks:
-            hdr["ak"] = [list(x) for x in msg.acks]
-    elif isinstance(msg, Fuse):
-        hdr.update(to=msg.to, v=msg.version, t=_tree(msg.tree))
-        hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
-        if msg.gen:
-            hdr["g"] = msg.gen
-        arrays.append(("R", _f8(msg.summary.pack())))
-    elif isinstance(msg, Reduce):  # collective mode (issue 9)
-        hdr["r"] = [msg.root, msg.root_inc, msg.epoch, msg.round, msg.phase, msg.size]
-        arrays.append(("V", _f8(msg.vector)))
-    elif isinstance(msg, StatusRequest):
-        hdr["n"] = msg.nonce
-        if msg.X is not None:
-            arrays.append(("X", _f8(msg.X)))
-        if msg.summary is not None:
-            hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
-            hdr["sh"] = msg.summary.encoding_hash
-            arrays.append(("S", _f8(msg.summary.pack())))
-    elif isinstance(msg, StatusReply):
-        hdr["n"] = msg.nonce
-        hdr["info"] = msg.info
-        for name, s in (("F", msg.fused), ("L", msg.local)):
-            if s is not None:
-                hdr["c" + name] = [s.n_agents, s.n_obs]
-                hdr["sh"] = s.encoding_hash
-                arrays.append((name, _f8(s.pack())))
-        for name, a in sorted(msg.predictions.items()):
-            arrays.append(("p:" + name, _f8(a)))
-    hdr["a"] = [[name, "<f8", list(a.shape)] for name, a in arrays]
+    hdr = header_fields(msg, encoding_hash, m)
+    arrays = _payload(msg)
     header = msgpack.packb(hdr, use_bin_type=True)
     if len(header) > MAX_HEADER_BYTES:
         raise BadHeader(f"encode: header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
     bufs: list[bytes | memoryview] = [header]
-    bufs.extend(memoryview(a).cast("B") for _, a in arrays)  # type: ignore[arg-type]
+    bufs.extend(memoryview(a).cast("B") for a in arrays)  # type: ignore[arg-type]
     crc = 0
     for b in bufs:
         crc = zlib.crc32(b, crc)
