@@ -218,12 +218,12 @@ class Zygote:
 
 
 def _preimport() -> Any:
-    """Import the agent path (not torch: only the collective model's warm-up needs it)."""
+    """Import the agent path (zmq through the protocol's transport; not torch, which only the
+    paper mode's learner needs)."""
     import importlib.util
 
     import numpy  # noqa: F401
     import scipy.linalg  # noqa: F401
-    import zmq  # noqa: F401
 
     spec = importlib.util.spec_from_file_location("launch", LAUNCH_PY)
     assert spec is not None and spec.loader is not None
