@@ -57,6 +57,7 @@ from swarmgp.fusion.collapsed import (
     SiteStats,
     Stats,
     add_stats,
+    assemble_grad,
     batch_stats,
     bound_and_stat_grads,
     initial_params,
@@ -80,6 +81,9 @@ __all__ = ["CollectiveEncoding", "CollectiveHyper", "CollectiveModel", "WarmupPr
 
 #: L-BFGS evaluations of the warm-up (each is two all-reduces).
 DEFAULT_MAX_EVALS = 35
+#: The joint component's scale when the second warm-up stage switches it on (standardized
+#: units: half the targets' standard deviation).
+JOINT_RESTART_SCALE = 0.5
 #: Starting prior standard deviation of the per-agent offset (standardized units).
 SITE_TAU0 = 0.5
 _NEG = -1e300  # neutral element of the maxima (finite: the codec refuses inf)
@@ -106,6 +110,30 @@ class CollectiveEncoding:
     #: Per-agent offset b_a ~ N(0, tau^2) (``--site-effect``): the summary carries the agent's
     #: adjusted statistics and two more diagonal entries (Nystrom residual, log-determinant).
     site_effect: bool = False
+    #: The static component (:class:`~swarmgp.fusion.collapsed.CollectiveParams`): the inputs
+    #: other than time, and how many of the ``inducing`` inputs it gets; () / 0: none.
+    static_dims: tuple[int, ...] = ()
+    static_inducing: int = 0
+
+    @property
+    def m_static(self) -> int:
+        """Inducing inputs of the static component (0 without one)."""
+        return self.static_inducing if self.static_dims else 0
+
+    def theta_from_vector(self, v: np.ndarray) -> CollectiveParams:
+        """Theta of this encoding's layout from its flat vector."""
+        return CollectiveParams.from_vector(
+            v, self.inducing, self.d, site=self.site_effect, static_dims=self.static_dims,
+            m_static=self.m_static,
+        )  # fmt: skip
+
+    @property
+    def theta_size(self) -> int:
+        """Length of the flat theta vector."""
+        ds = len(self.static_dims) if self.m_static else 0
+        mj = self.inducing - self.m_static
+        static = ds * (1 + self.m_static) + 1 if ds else 0
+        return self.d * (1 + mj) + 3 + int(self.site_effect) + static
 
     @property
     def m(self) -> int:
@@ -122,6 +150,8 @@ class CollectiveEncoding:
             key += (self.box,)
         if self.site_effect:
             key += ("site",)
+        if self.m_static:
+            key += ("static", self.static_dims, self.m_static)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
@@ -198,6 +228,9 @@ class WarmupProgram:
         self._eval: tuple[Any, ...] | None = None  # (bound, dG, dg, [site terms,] direct)
         self._scale = 1.0
         self._scale_unset = True
+        self._stage = 2  # 1: the static field alone (a static component's first stage)
+        self._evals_before = 0  # evaluations of finished stages
+        self._lo = self._hi = np.zeros(0)
 
     # sizes
     def _stats_len(self) -> int:
@@ -205,15 +238,22 @@ class WarmupProgram:
         return k * (k + 1) // 2 + k + (4 if self.enc.site_effect else 2)
 
     def _grad_len(self) -> int:
-        return self.enc.d * (1 + self.enc.inducing) + (2 if self.enc.site_effect else 0)
+        enc = self.enc
+        ds = len(enc.static_dims) if enc.m_static else 0
+        static = ds * (1 + enc.m_static)
+        joint = enc.d * (1 + enc.inducing - enc.m_static)
+        return joint + static + (2 if enc.site_effect else 0)
 
     def _initial(self, std: _Standard) -> CollectiveParams:
-        tau = SITE_TAU0 if self.enc.site_effect else None
-        return initial_params(std.lo, std.hi, self.enc.inducing, self.enc.seed, tau=tau)
+        enc = self.enc
+        tau = SITE_TAU0 if enc.site_effect else None
+        return initial_params(
+            std.lo, std.hi, enc.inducing, enc.seed, tau=tau, static_dims=enc.static_dims,
+            m_static=enc.m_static,
+        )  # fmt: skip
 
     def _from_vector(self, v: np.ndarray) -> CollectiveParams:
-        enc = self.enc
-        return CollectiveParams.from_vector(v, enc.inducing, enc.d, site=enc.site_effect)
+        return self.enc.theta_from_vector(v)
 
     def restart(self) -> int:
         if self._std is not None:
@@ -278,9 +318,25 @@ class WarmupProgram:
             if not enc.learn or result[0] < 1 or enc.max_evals < 1:
                 return None
             bnds = theta_bounds(self._theta0)
-            lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
-            hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
-            self._opt = BoxLBFGS(self._theta0.to_vector(), lo, hi, max_evals=enc.max_evals)
+            self._lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
+            self._hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
+            self._evals_before = 0
+            if self._theta0.m_static and enc.max_evals >= 2:
+                # stage 1 fits the static field alone (the joint scale pinned at its floor):
+                # what persists is explained first, the joint part then explains what changes
+                x0, lo, hi, i = (
+                    self._theta0.to_vector(),
+                    self._lo.copy(),
+                    self._hi.copy(),
+                    self._i_s,
+                )
+                x0[i] = lo[i]
+                hi[i] = lo[i]
+                self._stage = 1
+                self._opt = BoxLBFGS(x0, lo, hi, max_evals=enc.max_evals // 2)
+            else:
+                self._stage = 2
+                self._opt = BoxLBFGS(self._theta0.to_vector(), self._lo, self._hi, enc.max_evals)
             return self._ask()
         assert self._opt is not None and self._theta is not None
         if rnd % 2 == 1:
@@ -292,7 +348,7 @@ class WarmupProgram:
                     ev = site_bound_and_grads(sst, th.log_s, th.log_sn, th.log_sb)
                 else:
                     st = Stats.unpack(result, enc.inducing)
-                    ev = bound_and_stat_grads(st, th.log_s, th.log_sn, th.log_sb)
+                    ev = bound_and_stat_grads(st, th.log_s, th.log_sn, th.log_sb, th.static)
                 if not np.isfinite(ev[0]):
                     raise SwarmGPError("non-finite bound")
             except SwarmGPError:
@@ -310,13 +366,28 @@ class WarmupProgram:
             tail = [direct[0], direct[1] + result[k], direct[2], result[k + 1]]
             grad = np.concatenate([result[:k], tail])
         else:
-            grad = np.concatenate([result, direct])
+            grad = assemble_grad(self._theta, result, direct)
         self._opt.tell(-bound / self._scale, -grad / self._scale)
         return self._ask()
+
+    @property
+    def _i_s(self) -> int:
+        """Index of log s (the joint component's scale) in the theta vector."""
+        return self.enc.d * (1 + self.enc.inducing - self.enc.m_static)
 
     def _ask(self) -> int | None:
         assert self._opt is not None
         x = self._opt.ask()
+        if x is None and self._stage == 1 and np.isfinite(self._opt.f_best):
+            # stage 2: everything free, from stage 1's best with the joint part switched on
+            x0 = self._opt.x_best.copy()
+            x0[self._i_s] = float(np.log(JOINT_RESTART_SCALE))
+            self._evals_before = self._opt.n_evals
+            budget = max(1, self.enc.max_evals - self._evals_before)
+            self._stage = 2
+            self._opt = BoxLBFGS(x0, self._lo, self._hi, max_evals=budget)
+            self._scale_unset = True
+            x = self._opt.ask()
         if x is None:
             return None
         self._theta = self._from_vector(x)
@@ -332,7 +403,7 @@ class WarmupProgram:
         if self._opt is None:
             return self._pack(self._std, self._theta0, False, 0)
         theta = self._from_vector(self._opt.x_best)
-        return self._pack(self._std, theta, True, self._opt.n_evals)
+        return self._pack(self._std, theta, True, self._evals_before + self._opt.n_evals)
 
     def fallback_state(self) -> np.ndarray:
         std = self._std or self._last_std
@@ -409,7 +480,7 @@ class CollectiveModel:
         p, sy = self._params_for(None), (self.std.sy if self.std is not None else 1.0)
         if p is None:
             return CollectiveHyper(sy, sy * sy)
-        return CollectiveHyper(p.s * sy, (p.sn * sy) ** 2)
+        return CollectiveHyper(float(np.hypot(p.s, p.s_st)) * sy, (p.sn * sy) ** 2)
 
     # ------------------------------------------------------------------ local-model interface
 
@@ -613,11 +684,11 @@ class CollectiveModel:
             raise SwarmGPError(f"state phase {phase!r}")
         final = np.asarray(state["final"], dtype=np.float64)
         k = 2 + 4 * d + 2
-        nt = d + m * d + 3 + int(enc.site_effect)
+        nt = enc.theta_size
         if final.shape != (k + nt,) or not np.isfinite(final).all():
             raise SwarmGPError(f"state final: expected {k + nt} values")
         std = _Standard.from_vector(final[2:k].copy(), d)
-        theta = CollectiveParams.from_vector(final[k:], m, d, site=enc.site_effect)
+        theta = enc.theta_from_vector(final[k:])
         if theta.hash() != state.get("theta_hash"):
             raise SwarmGPError(
                 f"state theta hash {state.get('theta_hash')!r} differs from {theta.hash()}"

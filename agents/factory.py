@@ -31,6 +31,8 @@ __all__ = [
     "common_encoding",
     "model_config",
     "protocol_timing",
+    "static_dims",
+    "static_inducing",
 ]
 
 #: Probability that a live peer is declared dead because every beacon of a timeout was lost.
@@ -86,8 +88,35 @@ def common_encoding(cfg: RunConfig, d: int) -> Encoding | CollectiveEncoding:
             seed=cfg.seed,
             box=declared_box(cfg, d),
             site_effect=getattr(cfg.model, "site_effect", False),
+            static_dims=static_dims(cfg, d),
+            static_inducing=static_inducing(cfg),
         )
     return make_encoding(EncodingSpec(d=d, m=cfg.model.inducing))
+
+
+def static_dims(cfg: RunConfig, d: int) -> tuple[int, ...]:
+    """The inputs of the collective model's static component: all but the time column.
+
+    () -- no static component -- unless the time column is one of ``d >= 2`` named inputs,
+    ``--static-share`` is positive and there is no ``--site-effect``.
+    """
+    names = list(cfg.data.inputs or ())
+    t = cfg.data.time_column
+    if (
+        len(names) != d
+        or d < 2
+        or t not in names
+        or static_inducing(cfg) < 1
+        or getattr(cfg.model, "site_effect", False)
+    ):
+        return ()
+    return tuple(i for i, name in enumerate(names) if name != t)
+
+
+def static_inducing(cfg: RunConfig) -> int:
+    """Inducing inputs of the static component: ``--static-share`` of m, leaving the joint >= 1."""
+    m = cfg.model.inducing
+    return min(m - 1, round(getattr(cfg.model, "static_share", 0.0) * m)) if m >= 2 else 0
 
 
 def declared_box(cfg: RunConfig, d: int) -> tuple[tuple[float, float], ...]:

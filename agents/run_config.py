@@ -144,6 +144,13 @@ class ModelConfig(_Section):
         "collective: per-agent offset b_a ~ N(0, tau^2) (one per agent; tau and sigma_n learned "
         "in the warm-up, then frozen; an unseen site adds tau^2)",
     )
+    static_share: float = _opt(
+        0.25,
+        "collective: share of the inducing inputs given to a static component, a field over the "
+        "inputs other than --time-column that persists in time (when the time column is an "
+        "input and without --site-effect; 0: none)",
+        check=probability,
+    )
     encoder: str = _opt(
         "analytic",
         "exact per-batch encoder, or the paper's importance-sampled one",
@@ -230,11 +237,12 @@ class RunTiming(_Section):
         metavar="S",
     )
     fusion: str = _opt(
-        "tree",
-        "fusion protocol on the spanning tree: 'tree' sends a message per change (coalesced by "
-        "--fuse-interval) and resends all periodically; 'rounds' holds a changed message until "
-        "its inputs are in for the newest change round (convergecast up, broadcast down) and "
-        "resends only unacknowledged ones",
+        "rounds",
+        "fusion protocol on the spanning tree: 'rounds' (default) sends a changed message when "
+        "the change round it is complete for advances (convergecast up, broadcast down; about "
+        "one message per tree edge and direction per round) and resends only unacknowledged "
+        "ones; 'tree' sends a message per change (coalesced by --fuse-interval) and resends all "
+        "periodically",
         choices=("tree", "rounds"),
     )
 

@@ -71,6 +71,7 @@ __all__ = [
     "FitResult",
     "Stats",
     "add_stats",
+    "assemble_grad",
     "batch_stats",
     "bound_and_stat_grads",
     "collapsed_bound",
@@ -134,6 +135,20 @@ class CollectiveParams:
     log_tau : float or None
         Log prior standard deviation tau of the per-agent offset (site effect,
         :func:`site_adjust`); None (default): no site effect.
+    static_dims : tuple of int
+        Inputs of the static component (the time input left out); () (default): none.
+    log_ell_st : ndarray of shape (d_st,) or None
+        Log length-scales of the static component over ``static_dims``.
+    Z_st : ndarray of shape (m_st, d_st) or None
+        Its inducing inputs (in the static inputs' space).
+    log_s_st : float
+        Its log signal scale.
+
+    With a static component the latent is additive, ``f(x) = s u(W x) + s_st v(W_st x_st) + b``
+    with ``x_st = x[static_dims]`` and v an independent unit SE process: a field that does not
+    change with time (a station's climate) and so persists where the space-time part, learned
+    over a short window, has decayed to its prior. Its whitened features follow the joint
+    ones, ``Phi = [Phi_joint (m - m_st), Phi_static (m_st), 1]``; ``m`` counts both.
     """
 
     log_ell: np.ndarray
@@ -143,6 +158,10 @@ class CollectiveParams:
     log_sb: float
     jitter: float = DEFAULT_JITTER
     log_tau: float | None = None
+    static_dims: tuple[int, ...] = ()
+    log_ell_st: np.ndarray | None = None
+    Z_st: np.ndarray | None = None
+    log_s_st: float = 0.0
 
     def __post_init__(self) -> None:
         log_ell = as_float64(self.log_ell, "log_ell", (None,))
@@ -161,6 +180,40 @@ class CollectiveParams:
             if not np.isfinite(float(self.log_tau)):
                 raise NonFiniteError("collective params: expected a finite log_tau")
             object.__setattr__(self, "log_tau", float(self.log_tau))
+        self._check_static(d)
+
+    def _check_static(self, d: int) -> None:
+        dims = tuple(int(i) for i in self.static_dims)
+        object.__setattr__(self, "static_dims", dims)
+        if not dims:
+            if self.Z_st is not None or self.log_ell_st is not None:
+                raise ShapeError("collective params: a static block needs its static_dims")
+            return
+        if sorted(set(dims)) != list(dims) or dims[0] < 0 or dims[-1] >= d or len(dims) >= d:
+            raise ShapeError(
+                f"collective params: static_dims must be sorted distinct inputs of 0..{d - 1},"
+                f" fewer than d, got {dims}"
+            )
+        if self.log_tau is not None:
+            raise ShapeError("collective params: the site effect and a static block do not combine")
+        k = len(dims)
+        ell = as_float64(self.log_ell_st, "log_ell_st", (k,))
+        Z_st = as_float64(self.Z_st, "Z_st", (None, k))
+        if Z_st.shape[0] < 1 or not np.isfinite(float(self.log_s_st)):
+            raise ShapeError("collective params: a static block needs m_st >= 1 and a finite scale")
+        object.__setattr__(self, "log_ell_st", ell)
+        object.__setattr__(self, "Z_st", Z_st)
+        object.__setattr__(self, "log_s_st", float(self.log_s_st))
+
+    @property
+    def m_static(self) -> int:
+        """Inducing inputs of the static component (0 without one)."""
+        return 0 if self.Z_st is None else int(self.Z_st.shape[0])
+
+    @property
+    def m_joint(self) -> int:
+        """Inducing inputs of the space-time (joint) component."""
+        return int(self.Z.shape[0])
 
     @property
     def site(self) -> bool:
@@ -174,8 +227,8 @@ class CollectiveParams:
 
     @property
     def m(self) -> int:
-        """Number of inducing inputs."""
-        return int(self.Z.shape[0])
+        """Number of inducing inputs (kernel columns of Phi), both components."""
+        return self.m_joint + self.m_static
 
     @property
     def d(self) -> int:
@@ -202,34 +255,76 @@ class CollectiveParams:
         """Bias prior standard deviation."""
         return float(np.exp(self.log_sb))
 
+    @property
+    def s_st(self) -> float:
+        """Signal scale of the static component (0 without one)."""
+        return float(np.exp(self.log_s_st)) if self.m_static else 0.0
+
+    @property
+    def static(self) -> tuple[int, float]:
+        """``(m_st, log_s_st)``: what the statistics-level functions need of the static block."""
+        return self.m_static, self.log_s_st
+
     def to_vector(self) -> np.ndarray:
-        """Flat theta: ``[log_ell (d), Z.ravel() (m d), log_s, log_sn, log_sb(, log_tau)]``."""
+        """Flat theta: ``[log_ell (d), Z.ravel() (m_joint d), log_s, log_sn, log_sb(, log_tau)
+        (, log_ell_st (d_st), Z_st.ravel() (m_st d_st), log_s_st)]``."""
         tail = [self.log_s, self.log_sn, self.log_sb]
         if self.log_tau is not None:
             tail.append(self.log_tau)
-        return np.concatenate([self.log_ell, self.Z.ravel(), np.array(tail)])
+        parts = [self.log_ell, self.Z.ravel(), np.array(tail)]
+        if self.Z_st is not None and self.log_ell_st is not None:
+            parts += [self.log_ell_st, self.Z_st.ravel(), np.array([self.log_s_st])]
+        return np.concatenate(parts)
 
     @classmethod
     def from_vector(
-        cls, v: np.ndarray, m: int, d: int, jitter: float = DEFAULT_JITTER, site: bool = False
+        cls,
+        v: np.ndarray,
+        m: int,
+        d: int,
+        jitter: float = DEFAULT_JITTER,
+        site: bool = False,
+        static_dims: tuple[int, ...] = (),
+        m_static: int = 0,
     ) -> CollectiveParams:
-        """Inverse of :meth:`to_vector` (``site``: the vector ends with ``log_tau``).
+        """Inverse of :meth:`to_vector` (``site``: with ``log_tau``; ``m`` counts both blocks).
 
         Raises
         ------
         ShapeError
-            ``v`` does not hold ``d + m d + 3`` (``+ 1`` with ``site``) values.
+            ``v`` does not hold ``d + m_joint d + 3`` (``+ 1`` with ``site``, ``+ d_st +
+            m_st d_st + 1`` with a static block) values.
         """
         k = int(site)
-        v = as_float64(v, "theta", (d + m * d + 3 + k,))
-        Z = v[d : d + m * d].reshape(m, d).copy()
+        ds = len(static_dims)
+        mj = m - (m_static if ds else 0)
+        n_st = ds + m_static * ds + 1 if ds else 0
+        v = as_float64(v, "theta", (d + mj * d + 3 + k + n_st,))
+        Z = v[d : d + mj * d].reshape(mj, d).copy()
+        i = d + mj * d  # the scalars
         if site:
-            return cls(v[:d].copy(), Z, v[-4], v[-3], v[-2], jitter, float(v[-1]))
-        return cls(v[:d].copy(), Z, v[-3], v[-2], v[-1], jitter)
+            return cls(v[:d].copy(), Z, v[i], v[i + 1], v[i + 2], jitter, float(v[i + 3]))
+        if not ds:
+            return cls(v[:d].copy(), Z, v[i], v[i + 1], v[i + 2], jitter)
+        j = i + 3
+        return cls(
+            v[:d].copy(), Z, v[i], v[i + 1], v[i + 2], jitter, None, tuple(static_dims),
+            v[j : j + ds].copy(), v[j + ds : j + ds + m_static * ds].reshape(m_static, ds).copy(),
+            float(v[-1]),
+        )  # fmt: skip
 
-    def with_scale_noise(self, log_s: float, log_sn: float) -> CollectiveParams:
-        """A copy with new ``(log s, log sigma_n)``; the frozen encoding is unchanged."""
-        return replace(self, log_s=float(log_s), log_sn=float(log_sn))
+    def like(self, v: np.ndarray) -> CollectiveParams:
+        """:meth:`from_vector` in this theta's layout (sizes, jitter, site, static block)."""
+        return CollectiveParams.from_vector(
+            v, self.m, self.d, self.jitter, self.site, self.static_dims, self.m_static
+        )
+
+    def with_scale_noise(
+        self, log_s: float, log_sn: float, log_s_st: float | None = None
+    ) -> CollectiveParams:
+        """A copy with new ``(log s, log sigma_n[, log s_st])``; the frozen encoding is kept."""
+        st = self.log_s_st if log_s_st is None else float(log_s_st)
+        return replace(self, log_s=float(log_s), log_sn=float(log_sn), log_s_st=st)
 
     def hash(self) -> str:
         """Content hash of the frozen encoding: W, Z, sigma_b and jitter (not s, sigma_n).
@@ -250,6 +345,10 @@ class CollectiveParams:
         if self.log_tau is not None:
             h.update(b"site")
             h.update(np.array([self.log_sn, self.log_tau], dtype="<f8").tobytes())
+        if self.Z_st is not None and self.log_ell_st is not None:
+            h.update(repr(("static", self.static_dims)).encode())
+            h.update(self.log_ell_st.astype("<f8").tobytes())
+            h.update(self.Z_st.astype("<f8").tobytes())
         return h.hexdigest()[:16]
 
 
@@ -262,11 +361,16 @@ def theta_bounds(params: CollectiveParams) -> list[tuple[float | None, float | N
     """
     le = (float(np.log(1e-3)), float(np.log(1e3)))
     b: list[tuple[float | None, float | None]] = [le] * params.d
-    b += [(None, None)] * (params.m * params.d)
+    b += [(None, None)] * (params.m_joint * params.d)
     b += [le, (float(np.log(MIN_NOISE)), float(np.log(1e2)))]
     b += [(float(np.log(1e-4)), float(np.log(1e2)))]
     if params.site:
         b += [(float(np.log(1e-4)), float(np.log(1e2)))]
+    if params.m_static:
+        b += [le] * len(params.static_dims) + [(None, None)] * (
+            params.m_static * len(params.static_dims)
+        )
+        b += [le]
     return b
 
 
@@ -282,13 +386,20 @@ def initial_params(
     sb: float = 1.0,
     jitter: float = DEFAULT_JITTER,
     tau: float | None = None,
+    static_dims: tuple[int, ...] = (),
+    m_static: int = 0,
 ) -> CollectiveParams:
     """Shared starting theta from the agreed input box only (no data-dependent tuning).
 
     ``Z`` is the scrambled Halton design of m points over ``[lo, hi)`` with the shared seed;
     ``ell = ell_factor * (hi - lo)`` (half the box width by default); ``s = 1``,
     ``sigma_n = 0.5``, ``sigma_b = 1`` in standardized units; ``tau`` (the site effect's
-    offset scale) only if given.
+    offset scale) only if given. With ``static_dims`` and ``m_static > 0`` the last
+    ``m_static`` of the m inducing inputs form the static component (their own design over the
+    box of ``static_dims``, seed ``seed + 1``), and the two share the signal variance
+    (``s = s_st = s / sqrt 2``). Within a short window a field that persists and one that
+    drifts slowly fit about equally well, so a fit should start with the static field alone
+    (the collective warm-up does: :class:`~swarmgp.agents.collective_model.CollectiveModel`).
 
     Parameters
     ----------
@@ -313,18 +424,28 @@ def initial_params(
     width = hi_a - lo_a  # [d]
     if not (width > 0).all():
         raise ShapeError(f"initial_params: expected lo < hi, got widths {width}")
-    if m < 1:
-        raise ShapeError(f"initial_params: expected m >= 1, got {m}")
-    Z = scaled_design(m, lo_a, hi_a, seed)  # [m, d]
+    m_st = m_static if static_dims else 0
+    if m - m_st < 1 or m_st < 0:
+        raise ShapeError(f"initial_params: expected m > m_static >= 0, got {m} and {m_static}")
+    Z = scaled_design(m - m_st, lo_a, hi_a, seed)  # [m_joint, d]
+    if not m_st:
+        return CollectiveParams(
+            np.log(ell_factor * width),
+            Z,
+            float(np.log(s)),
+            float(np.log(sn)),
+            float(np.log(sb)),
+            jitter,
+            None if tau is None else float(np.log(tau)),
+        )
+    dims = tuple(static_dims)
+    log_s = log_s_st = float(np.log(s / np.sqrt(2.0)))  # the signal variance shared equally
+    Z_st = scaled_design(m_st, lo_a[list(dims)], hi_a[list(dims)], seed + 1)  # [m_st, d_st]
     return CollectiveParams(
-        np.log(ell_factor * width),
-        Z,
-        float(np.log(s)),
-        float(np.log(sn)),
-        float(np.log(sb)),
-        jitter,
+        np.log(ell_factor * width), Z, log_s, float(np.log(sn)), float(np.log(sb)), jitter,
         None if tau is None else float(np.log(tau)),
-    )
+        dims, np.log(ell_factor * width[list(dims)]), Z_st, log_s_st,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,22 +453,35 @@ def initial_params(
 # --------------------------------------------------------------------------------------------
 
 
-def _kzz_chol(params: CollectiveParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``ZW [m, d]``, kernel part ``k(ZW, ZW) [m, m]`` and ``L = chol(K_ZZ + jitter I)``."""
-    ZW = params.Z * params.W  # [m, d]
-    Kzz = unit_se_kernel(ZW, ZW)  # [m, m]
-    K = Kzz + params.jitter * np.eye(params.m)
-    return ZW, Kzz, cholesky(K, "K_ZZ")
+@dataclass(frozen=True)
+class _Block:
+    """One SE component: its input columns (None: all), ``W`` (diagonal) and ``Z``."""
+
+    dims: list[int] | None
+    W: np.ndarray  # [k]
+    Z: np.ndarray  # [m_j, k]
 
 
-def _features_parts(
-    X: np.ndarray, params: CollectiveParams
+def _blocks(params: CollectiveParams) -> list[_Block]:
+    """The joint component, then the static one if any (the column order of Phi)."""
+    out = [_Block(None, params.W, params.Z)]
+    if params.Z_st is not None and params.log_ell_st is not None:
+        out.append(_Block(list(params.static_dims), np.exp(-params.log_ell_st), params.Z_st))
+    return out
+
+
+def _block_parts(
+    X: np.ndarray, b: _Block, jitter: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    ZW, Kzz, L = _kzz_chol(params)
-    XW = X * params.W  # [n, d]
-    A = unit_se_kernel(XW, ZW)  # [n, m]
-    Phi_m = sla.solve_triangular(L, A.T, lower=True, check_finite=False).T  # [n, m]
-    return XW, ZW, Kzz, L, A, Phi_m
+    """``XW [n, k]``, ``ZW [m_j, k]``, ``k(ZW, ZW)``, ``L``, ``A = k(XW, ZW)``, ``A L^{-T}``."""
+    Xb = X if b.dims is None else X[:, b.dims]  # [n, k]
+    ZW = b.Z * b.W  # [m_j, k]
+    Kzz = unit_se_kernel(ZW, ZW)  # [m_j, m_j]
+    L = cholesky(Kzz + jitter * np.eye(b.Z.shape[0]), "K_ZZ")
+    XW = Xb * b.W  # [n, k]
+    A = unit_se_kernel(XW, ZW)  # [n, m_j]
+    Phi_j = sla.solve_triangular(L, A.T, lower=True, check_finite=False).T  # [n, m_j]
+    return XW, ZW, Kzz, L, A, Phi_j
 
 
 def _check_X(X: object, params: CollectiveParams) -> np.ndarray:
@@ -356,6 +490,9 @@ def _check_X(X: object, params: CollectiveParams) -> np.ndarray:
 
 def features(X: np.ndarray, params: CollectiveParams) -> np.ndarray:
     """Whitened features with the bias column, ``Phi = [k(XW, ZW) L^{-T}, 1]``.
+
+    With a static component, ``Phi = [Phi_joint, Phi_static, 1]``, each block whitened by its
+    own ``L``.
 
     Parameters
     ----------
@@ -368,8 +505,8 @@ def features(X: np.ndarray, params: CollectiveParams) -> np.ndarray:
     ndarray of shape (n, m + 1)
     """
     X = _check_X(X, params)
-    Phi_m = _features_parts(X, params)[5]
-    return np.hstack([Phi_m, np.ones((X.shape[0], 1))])
+    parts = [_block_parts(X, b, params.jitter)[5] for b in _blocks(params)]
+    return np.hstack([*parts, np.ones((X.shape[0], 1))])
 
 
 @dataclass(frozen=True, eq=False)
@@ -547,9 +684,13 @@ class _Natural:
     a: np.ndarray  # [m+1] P^-1 h
 
 
-def _natural(stats: Stats, log_s: float, log_sn: float, log_sb: float) -> _Natural:
+def _natural(
+    stats: Stats, log_s: float, log_sn: float, log_sb: float, static: tuple[int, float] = (0, 0.0)
+) -> _Natural:
     m = stats.m
     Dv = np.full(m + 1, np.exp(log_s))  # [m+1]
+    if static[0]:
+        Dv[m - static[0] : m] = np.exp(static[1])
     Dv[m] = np.exp(log_sb)
     beta = float(np.exp(-2.0 * log_sn))
     C = beta * (Dv[:, None] * stats.G * Dv[None, :])  # [m+1, m+1]
@@ -560,13 +701,30 @@ def _natural(stats: Stats, log_s: float, log_sn: float, log_sb: float) -> _Natur
     return _Natural(Dv, beta, LP, h, a)
 
 
-def _bound_from(stats: Stats, nat: _Natural, log_s: float, log_sn: float) -> float:
+def _residuals(stats: Stats, m_static: int) -> tuple[float, float]:
+    """``n - tr G`` over the joint block and over the static block (0 without one).
+
+    ``s_j^2 (n - tr G_jj)`` is ``tr(K_ff - Q_ff)`` of component j: the Nystrom residual of
+    the trace term.
+    """
     n, m = stats.n, stats.m
+    mj = m - m_static
+    d = np.diag(stats.G)
+    r_st = n - float(d[mj:m].sum()) if m_static else 0.0
+    return n - float(d[:mj].sum()), r_st
+
+
+def _bound_from(
+    stats: Stats, nat: _Natural, log_s: float, log_sn: float, static: tuple[int, float] = (0, 0.0)
+) -> float:
+    n = stats.n
     logdet_P = 2.0 * float(np.log(np.diag(nat.LP)).sum())
-    resid = n - float(np.trace(stats.G[:m, :m]))  # n - tr(Q_ff) / s^2
+    r, r_st = _residuals(stats, static[0])  # n - tr(Q_ff) / s^2 per component
     quad = nat.beta * stats.yy - float(nat.h @ nat.a)
-    s2 = float(np.exp(2.0 * log_s))
-    return -0.5 * (n * _LOG_2PI + 2.0 * n * log_sn + logdet_P + quad) - 0.5 * s2 * nat.beta * resid
+    trace = float(np.exp(2.0 * log_s)) * r + (
+        float(np.exp(2.0 * static[1])) * r_st if static[0] else 0.0
+    )
+    return -0.5 * (n * _LOG_2PI + 2.0 * n * log_sn + logdet_P + quad) - 0.5 * nat.beta * trace
 
 
 def collapsed_bound(stats: Stats, params: CollectiveParams) -> float:
@@ -583,12 +741,16 @@ def collapsed_bound(stats: Stats, params: CollectiveParams) -> float:
     -------
     float
     """
-    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb)
-    return _bound_from(stats, nat, params.log_s, params.log_sn)
+    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb, params.static)
+    return _bound_from(stats, nat, params.log_s, params.log_sn, params.static)
 
 
 def bound_and_stat_grads(
-    stats: Stats, log_s: float, log_sn: float, log_sb: float
+    stats: Stats,
+    log_s: float,
+    log_sn: float,
+    log_sb: float,
+    static: tuple[int, float] = (0, 0.0),
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """The bound and its derivatives in the statistics and in the scale parameters.
 
@@ -608,38 +770,50 @@ def bound_and_stat_grads(
     ``dL/dG`` is the gradient of L as a function of a general matrix argument G (it is
     symmetric), so ``dL/dPhi = 2 Phi dL/dG + y (dL/dg)^T``.
 
+    With a static block (``static = (m_st, log s_st)``) the scale ``s_st`` takes the place of
+    ``s`` on the last ``m_st`` kernel columns (of ``D``, of the trace term and of
+    ``dL/dlog s``); ``dL/dlog s_st`` is appended to ``direct``.
+
     Parameters
     ----------
     stats : Stats
         Fused statistics.
     log_s, log_sn, log_sb : float
+    static : (int, float)
+        ``(m_st, log s_st)``; ``(0, 0.0)`` (default): no static block.
 
     Returns
     -------
     bound : float
     dB_dG : ndarray of shape (m + 1, m + 1)
     dB_dg : ndarray of shape (m + 1,)
-    direct : ndarray of shape (3,)
-        ``dL/d(log s, log sigma_n, log sigma_b)`` at fixed statistics.
+    direct : ndarray of shape (3,) or (4,)
+        ``dL/d(log s, log sigma_n, log sigma_b[, log s_st])`` at fixed statistics.
     """
     m, n = stats.m, stats.n
-    nat = _natural(stats, log_s, log_sn, log_sb)
-    bound = _bound_from(stats, nat, log_s, log_sn)
+    mj = m - static[0]
+    nat = _natural(stats, log_s, log_sn, log_sb, static)
+    bound = _bound_from(stats, nat, log_s, log_sn, static)
     beta, Dv, a, h = nat.beta, nat.Dv, nat.a, nat.h
     M = chol_inverse(nat.LP)  # [m+1, m+1], needed whole for dL/dG
     Da = Dv * a  # [m+1]
-    s2 = float(np.exp(2.0 * log_s))
+    s2v = Dv[:m] ** 2  # [m] the component scale of each kernel column
     dG = -0.5 * beta * (Dv[:, None] * M * Dv[None, :] + np.outer(Da, Da))  # [m+1, m+1]
-    dG[np.arange(m), np.arange(m)] += 0.5 * s2 * beta
+    dG[np.arange(m), np.arange(m)] += 0.5 * beta * s2v
     dg = beta * Da  # [m+1]
-    resid = n - float(np.trace(stats.G[:m, :m]))
+    r, r_st = _residuals(stats, static[0])
+    s2, s2_st = float(s2v[0]), (float(s2v[mj]) if static[0] else 0.0)
     Md = np.diag(M)  # [m+1]
-    d_log_s = -float(np.sum(1.0 - Md[:m] - a[:m] ** 2)) - s2 * beta * resid
+    e = 1.0 - Md[:m] - a[:m] ** 2  # [m]
+    d_log_s = -float(np.sum(e[:mj])) - s2 * beta * r
     d_log_sb = -float(1.0 - Md[m] - a[m] ** 2)
     d_log_sn = (
         -n + (m + 1 - float(Md.sum())) + beta * stats.yy - float(a @ h) - float(a @ a)
-    ) + s2 * beta * resid
-    return bound, symmetrize(dG), dg, np.array([d_log_s, d_log_sn, d_log_sb])
+    ) + beta * (s2 * r + s2_st * r_st)
+    direct = [d_log_s, d_log_sn, d_log_sb]
+    if static[0]:
+        direct.append(-float(np.sum(e[mj:])) - s2_st * beta * r_st)
+    return bound, symmetrize(dG), dg, np.array(direct)
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,16 +870,18 @@ def local_grad_contribution(
 
     Returns
     -------
-    ndarray of shape (d + m d,)
-        ``[dL/dlog_ell (d), dL/dZ.ravel() (m d)]``.
+    ndarray of shape (d + m d,), or (d + m_joint d + d_st + m_st d_st,) with a static block
+        ``[dL/dlog_ell (d), dL/dZ.ravel() (m_joint d)(, dL/dlog_ell_st, dL/dZ_st.ravel())]``
+        (:func:`assemble_grad` puts them in the layout of :meth:`CollectiveParams.to_vector`).
     """
     X = _check_X(X, params)
     y = _check_y(y, X.shape[0])
     m = params.m
     dB_dG = as_float64(dB_dG, "dB_dG", (m + 1, m + 1))
     dB_dg = as_float64(dB_dg, "dB_dg", (m + 1,))
-    w = params.W  # [d]
-    XW, ZW, Kzz, L, A, Phi_m = _features_parts(X, params)
+    blocks = _blocks(params)
+    parts = [_block_parts(X, b, params.jitter) for b in blocks]
+    Phi_m = np.hstack([p[5] for p in parts]) if len(parts) > 1 else parts[0][5]  # [n, m]
     Gbar = symmetrize(dB_dG)
     # only the kernel columns depend on theta; the bias column is constant
     Pb = 2.0 * (Phi_m @ Gbar[:m, :m] + Gbar[m, :m][None, :]) + np.outer(y, dB_dg[:m])  # [n, m]
@@ -713,6 +889,26 @@ def local_grad_contribution(
         Pb = Pb - c * Pb.sum(0)[None, :]
     if trace_coef != 0.0:
         Pb = Pb + 2.0 * trace_coef * Phi_m
+    out, lo = [], 0
+    for b, part in zip(blocks, parts, strict=True):
+        mb = b.Z.shape[0]
+        out.append(_block_backward(b.W, part, Pb[:, lo : lo + mb]))
+        lo += mb
+    return np.concatenate(out)
+
+
+def _block_backward(
+    w: np.ndarray,
+    parts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    Pb: np.ndarray,
+) -> np.ndarray:
+    """``[dL/dlog_ell (k), dL/dZ.ravel() (m_j k)]`` of one component from ``dL/dPhi_j``.
+
+    ``Pb [n, m_j]`` is ``dL/dPhi`` on the component's columns; ``parts`` its
+    :func:`_block_parts`. Whitening by ``L``, the Cholesky backward pass and the SE kernels as
+    in :func:`local_grad_contribution`.
+    """
+    XW, ZW, Kzz, L, A, Phi_m = parts
     Abar = sla.solve_triangular(L, Pb.T, lower=True, trans="T", check_finite=False).T  # [n, m]
     Lbar = -Abar.T @ Phi_m  # [m, m]
     Kbar = _chol_backward(L, Lbar)  # [m, m]
@@ -744,8 +940,26 @@ def pooled_bound_and_grad(
         In the layout of :meth:`CollectiveParams.to_vector`.
     """
     st = batch_stats(X, y, params)
-    bound, dG, dg, direct = bound_and_stat_grads(st, params.log_s, params.log_sn, params.log_sb)
-    return bound, np.concatenate([local_grad_contribution(X, y, params, dG, dg), direct])
+    bound, dG, dg, direct = bound_and_stat_grads(
+        st, params.log_s, params.log_sn, params.log_sb, params.static
+    )
+    return bound, assemble_grad(params, local_grad_contribution(X, y, params, dG, dg), direct)
+
+
+def assemble_grad(params: CollectiveParams, local: np.ndarray, direct: np.ndarray) -> np.ndarray:
+    """The theta gradient in the layout of :meth:`CollectiveParams.to_vector`.
+
+    Parameters
+    ----------
+    local : ndarray
+        Summed :func:`local_grad_contribution` (the kernel parameters).
+    direct : ndarray of shape (3,) or (4,)
+        :func:`bound_and_stat_grads`' scale terms.
+    """
+    if not params.m_static:
+        return np.concatenate([local, direct])
+    k = params.d * (1 + params.m_joint)
+    return np.concatenate([local[:k], direct[:3], local[k:], direct[3:]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,7 +1017,6 @@ def fit_pooled(
     """
     from scipy.optimize import minimize  # lazy: keeps `import swarmgp.fusion` light
 
-    m, d, jitter = theta0.m, theta0.d, theta0.jitter
     x0 = theta0.to_vector()
     bnds = theta_bounds(theta0) if bounds is None else bounds
     lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
@@ -838,7 +1051,7 @@ def fit_pooled(
     )
     x_best = best["x"]
     assert isinstance(x_best, np.ndarray)
-    params = CollectiveParams.from_vector(x_best, m, d, jitter)
+    params = theta0.like(x_best)
     return FitResult(params, float(best["v"]), int(res.nfev), bool(res.success))  # type: ignore[arg-type]
 
 
@@ -916,13 +1129,15 @@ def refit_scale_noise(
     log_sb = params.log_sb
     s_bnd = (float(np.log(1e-3)), float(np.log(1e3)))
     n_bnd = (float(np.log(MIN_NOISE)), float(np.log(1e2)))
+    opts = {"maxcor": 10, "ftol": 1e-15, "gtol": 1e-10, "maxiter": 500, "maxfun": 1000}
+    if params.m_static:
+        return _refit_static(stats, params, fit_scale, s_prior_sd, opts)
 
     def full(log_s: float, log_sn: float) -> tuple[float, np.ndarray]:
         v, _, _, direct = bound_and_stat_grads(stats, log_s, log_sn, log_sb)
         pv, pd = log_scale_prior(log_s, s_prior_sd)
         return v + pv, np.array([direct[0] + pd, direct[1]])
 
-    opts = {"maxcor": 10, "ftol": 1e-15, "gtol": 1e-10, "maxiter": 500, "maxfun": 1000}
     if fit_scale:
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -941,6 +1156,44 @@ def refit_scale_noise(
     x0 = np.clip([params.log_sn], [n_bnd[0]], [n_bnd[1]])
     res = minimize(fun_n, x0, jac=True, method="L-BFGS-B", bounds=[n_bnd], options=opts)
     return params.with_scale_noise(params.log_s, float(res.x[0]))
+
+
+def _refit_static(
+    stats: Stats,
+    params: CollectiveParams,
+    fit_scale: bool,
+    s_prior_sd: float | None,
+    opts: dict[str, float],
+) -> CollectiveParams:
+    """:func:`refit_scale_noise` with a static block: ``(log s, log s_st, log sigma_n)``.
+
+    The prior on the log scales (:func:`log_scale_prior`) applies to each of them.
+    """
+    from scipy.optimize import minimize  # lazy: keeps `import swarmgp.fusion` light
+
+    c = float(stats.n)
+    s_bnd = (float(np.log(1e-3)), float(np.log(1e3)))
+    n_bnd = (float(np.log(MIN_NOISE)), float(np.log(1e2)))
+    free = [0, 1, 2] if fit_scale else [2]
+    x_all = np.array([params.log_s, params.log_s_st, params.log_sn])
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x_all.copy()
+        z[free] = x
+        v, _, _, direct = bound_and_stat_grads(
+            stats, z[0], z[2], params.log_sb, (params.m_static, z[1])
+        )
+        p0, d0 = log_scale_prior(z[0], s_prior_sd)
+        p1, d1 = log_scale_prior(z[1], s_prior_sd)
+        g = np.array([direct[0] + d0, direct[3] + d1, direct[1]])
+        return -(v + p0 + p1) / c, -g[free] / c
+
+    bnds = [[s_bnd, s_bnd, n_bnd][i] for i in free]
+    x0 = np.clip(x_all[free], [b[0] for b in bnds], [b[1] for b in bnds])
+    res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bnds, options=opts)
+    z = x_all.copy()
+    z[free] = res.x
+    return params.with_scale_noise(float(z[0]), float(z[2]), float(z[1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -962,7 +1215,7 @@ def posterior(stats: Stats, params: CollectiveParams) -> tuple[np.ndarray, np.nd
     """
     if stats.m != params.m:
         raise ShapeError(f"posterior: stats for m = {stats.m}, params for m = {params.m}")
-    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb)
+    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb, params.static)
     return nat.a, nat.LP
 
 
@@ -976,7 +1229,8 @@ def predict_collective(
         \\mu(x) = \\phi_{aug}(x)^T D P^{-1} h, \\qquad
         var_f(x) = \\phi_{aug}(x)^T D P^{-1} D \\phi_{aug}(x) + s^2 (1 - |\\phi(x)|^2).
 
-    The second term is the Nystrom residual of the latent (the bias has none). The predictive
+    The second term is the Nystrom residual of the latent (the bias has none); with a static
+    block it is ``s^2 (1 - |phi_joint|^2) + s_st^2 (1 - |phi_static|^2)``. The predictive
     variance of y is ``var_f + sigma_n^2``.
 
     Parameters
@@ -991,12 +1245,14 @@ def predict_collective(
     var_f : ndarray of shape (n,)
     """
     Phi = features(Xs, params)  # [n, m+1]
-    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb)
+    nat = _natural(stats, params.log_s, params.log_sn, params.log_sb, params.static)
     mean = Phi @ (nat.Dv * nat.a)  # [n]
     V = sla.solve_triangular(nat.LP, (Phi * nat.Dv).T, lower=True, check_finite=False)  # [m+1, n]
-    m = params.m
-    resid = np.maximum(1.0 - (Phi[:, :m] ** 2).sum(1), 0.0)  # [n]
-    return mean, (V * V).sum(0) + params.s**2 * resid
+    mj, m = params.m_joint, params.m
+    resid = params.s**2 * np.maximum(1.0 - (Phi[:, :mj] ** 2).sum(1), 0.0)  # [n]
+    if params.m_static:
+        resid += params.s_st**2 * np.maximum(1.0 - (Phi[:, mj:m] ** 2).sum(1), 0.0)
+    return mean, (V * V).sum(0) + resid
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,8 +38,13 @@ class CollectiveSwarm:
         batches: int = 2,
         batch_size: int = 15,
         dt: float = 0.01,
+        static: bool = False,
     ) -> None:
-        self.enc = CollectiveEncoding(d=d, inducing=m, learn=learn, seed=seed, max_evals=max_evals)
+        # static: the last input plays time, the others carry a static component (m // 4)
+        self.enc = CollectiveEncoding(
+            d=d, inducing=m, learn=learn, seed=seed, max_evals=max_evals,
+            static_dims=tuple(range(d - 1)) if static else (), static_inducing=m // 4,
+        )  # fmt: skip
         self.timing = TimingConfig.fast()
         self.ar_timing = AllReduceTiming(
             resend_s=0.05, settle_s=0.1, round_timeout_s=1.0, ready_wait_s=1.0, max_attempts=6

@@ -6,12 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from swarmgp.agents.collective_model import CollectiveModel
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
     batch_stats,
     initial_params,
     pooled_bound_and_grad,
+    theta_bounds,
 )
+from swarmgp.fusion.errors import SwarmGPError
+from swarmgp.fusion.lbfgs import BoxLBFGS
 from tests.agents._collective import CollectiveSwarm
 from tests.agents._swarm import ring
 
@@ -40,23 +44,26 @@ def assert_agreed(sw: CollectiveSwarm) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "edges", "loss"),
+    ("name", "edges", "loss", "static"),
     [
-        ("tree", tree_edges(7), 0.0),
-        ("ring", ring(6), 0.0),
-        ("random", random_edges(8), 0.0),
-        ("tree", tree_edges(7), 0.3),
-        ("ring", ring(6), 0.3),
-        ("random", random_edges(8), 0.3),
+        ("tree", tree_edges(7), 0.0, False),
+        ("ring", ring(6), 0.0, False),
+        ("random", random_edges(8), 0.0, False),
+        ("tree", tree_edges(7), 0.3, False),
+        ("ring", ring(6), 0.3, False),
+        ("random", random_edges(8), 0.3, False),
+        ("ring", ring(6), 0.0, True),
+        ("random", random_edges(8), 0.3, True),
     ],
 )
-def test_bit_identical_theta_on_every_agent(name, edges, loss):
+def test_bit_identical_theta_on_every_agent(name, edges, loss, static):
     n = max(max(e) for e in edges) + 1
-    sw = CollectiveSwarm(n, edges, loss=loss, seed=3)
+    sw = CollectiveSwarm(n, edges, loss=loss, seed=3, static=static)
     sw.run_warmup(200.0)
     assert_agreed(sw)
     m0 = next(iter(sw.agents.values())).model
     assert m0.learned and m0.warmup_evals >= 2
+    assert m0.params.m_static == (2 if static else 0)
     if loss > 0:
         assert sw.net.stats["lost"] > 0
     # every agent encoded its buffer: n_obs = its own rows
@@ -82,8 +89,45 @@ def test_learned_theta_matches_pooled_optimization():
     assert b1 > b0  # the agreed theta improves the pooled bound
 
 
-def test_member_leaving_mid_warmup_does_not_hang():
-    sw = CollectiveSwarm(7, tree_edges(7), seed=6, max_evals=8)
+def test_static_warmup_fits_the_static_field_first_then_everything():
+    """Stage 1 holds the joint scale at its floor, stage 2 frees it: the agreed theta equals a
+    pooled two-stage L-BFGS run on the same data (no loss, so no restart)."""
+    sw = CollectiveSwarm(5, tree_edges(5), seed=4, max_evals=10, static=True)
+    sw.run_warmup(100.0)
+    a0 = sw.agents[0]
+    assert a0.counters["allreduce.restarts"] == 0
+    std, p = a0.model.std, a0.model.params
+    X = np.concatenate([X for i in sorted(sw.data) for X, _ in sw.data[i]])
+    y = np.concatenate([y for i in sorted(sw.data) for _, y in sw.data[i]])
+    Xs, ys = (X - std.mx) / std.sx, (y - std.my) / std.sy
+    p0 = initial_params(std.lo, std.hi, 8, sw.enc.seed, static_dims=(0,), m_static=2)
+    i = p0.d * (1 + p0.m_joint)
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in theta_bounds(p0)])
+    hi = np.array([np.inf if b[1] is None else b[1] for b in theta_bounds(p0)])
+    x0 = p0.to_vector()
+    x0[i] = hi[i] = lo[i]
+
+    def run(opt):  # as the model: the objective scaled by its first value, per stage
+        scale = None
+        while (x := opt.ask()) is not None:
+            b, g = pooled_bound_and_grad(Xs, ys, p0.like(x))
+            scale = max(1.0, abs(b)) if scale is None else scale
+            opt.tell(-b / scale, -g / scale)
+        return opt
+
+    one = run(BoxLBFGS(x0, lo, hi, max_evals=5))
+    x1 = one.x_best.copy()
+    x1[i] = np.log(0.5)
+    hi[i] = np.log(1e3)
+    two = run(BoxLBFGS(x1, lo, hi, max_evals=10 - one.n_evals))
+    np.testing.assert_allclose(p.to_vector(), two.x_best, rtol=1e-9, atol=1e-9)
+    assert a0.model.warmup_evals == one.n_evals + two.n_evals
+    assert p.log_s > lo[i] and p.m_static == 2
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_member_leaving_mid_warmup_does_not_hang(static):
+    sw = CollectiveSwarm(7, tree_edges(7), seed=6, max_evals=8, static=static)
     # run into the optimization, then kill a leaf
     while sw.agents[0].counters["allreduce.rounds"] < 4:
         sw.step()
@@ -124,3 +168,19 @@ def test_isolated_agent_warms_up_alone():
     assert isinstance(sw.agents[0].model.params, CollectiveParams)
     st = batch_stats(np.zeros((1, 2)), np.zeros(1), sw.agents[0].model.params)
     assert st.n == 1
+
+
+def test_static_stream_state_round_trips():
+    """A streaming model with a static component restores its theta and statistics exactly."""
+    sw = CollectiveSwarm(3, ring(3), seed=2, max_evals=4, static=True)
+    sw.run_warmup(100.0)
+    m = sw.agents[1].model
+    fresh = CollectiveModel(sw.enc, sw.ar_timing)
+    fresh.restore(m.state())
+    assert fresh.phase == "stream" and fresh.theta_hash == m.theta_hash
+    assert np.array_equal(fresh.params.to_vector(), m.params.to_vector())
+    np.testing.assert_array_equal(fresh.summary().P, m.summary().P)
+    bad = m.state()
+    bad["final"] = bad["final"][:-1]  # the static block's scale cut off
+    with pytest.raises(SwarmGPError):
+        CollectiveModel(sw.enc, sw.ar_timing).restore(bad)
