@@ -16,19 +16,28 @@ their content changes (coalesced to one round per ``fuse_min_interval_s``) and r
 forgotten as soon as its edge leaves the tree or it expires. The local summary is never
 replaced by a fused one.
 
-``fusion="rounds"`` (``--fusion rounds``) keeps these full-state messages and their exactness
-argument but sends about one message per tree edge and direction per round of changes:
+``fusion="rounds"`` (``--fusion rounds``, the default) keeps these full-state messages and
+their exactness argument but sends about one message per tree edge and direction per round of
+changes:
 
 * Change rounds. The agent's own input is at round ``r`` (one more per local-summary change,
   at least one past the last round its parent declared complete); each message carries the
-  round ``gen`` its content is complete for. With ``G`` the newest round among the agent's
-  own and its tree neighbours' messages, a changed message to ``b`` is held while one of its
-  inputs (own summary, or a neighbour ``k != b``) is behind ``G``, and sent with ``gen = G``
-  once all are in. On a tree this is a convergecast of subtree sums towards the root followed
-  by a broadcast of the total: each edge carries one message per direction per round.
-* A hold lasts at most ``fuse_hold_s``; then the message goes out anyway, declaring round
-  ``G``, and the lagging inputs are taken to be at ``G`` (a late input makes one extra wave
-  when it arrives; it never stalls the swarm).
+  round ``gen`` its content is complete for: the oldest of its inputs (own round, and the
+  ``gen`` of each neighbour ``k != b``'s message). A changed message to ``b`` is sent when
+  that round advances past the one last sent to ``b``: a wave has passed. On a tree this is a
+  convergecast of subtree sums towards the root followed by a broadcast of the total, one
+  message per edge and direction per round, also when the tree is deeper than the time
+  between rounds (the waves are pipelined: an agent whose own round is ahead forwards each
+  older wave as it passes instead of waiting for its inputs to catch up with it).
+* A change that does not advance the round is sent at once when no input is behind ``G``, the
+  newest round among the agent's own and its neighbours' (a late change within a complete
+  round: one extra wave), else it waits for the next wave, at least a peer time-out (then it
+  goes anyway: nothing stalls the swarm).
+* Own lag is treated apart: an agent whose own round is behind ``G`` waits at most
+  ``fuse_hold_s`` for its own change, then declares its summary unchanged for round ``G``
+  (its next change stays in ``G``), so an agent without new data does not stall the waves.
+* While the tree forms (root or parent changed within five triggered-beacon intervals), fresh
+  sends wait for it, at most ``fuse_hold_s`` at a stretch.
 * Acknowledged state. Heartbeats list ``(neighbour, incarnation, version)`` of the tree
   messages the sender holds, and every received Fuse is answered with a heartbeat to its
   sender; a message is resent (same version) only while the receiver's latest heartbeat does
@@ -187,6 +196,7 @@ class Agent:
         self._rounds = getattr(config, "fusion", "tree") == "rounds"
         self._round = 1  # the round the own summary is at (gen 0: "missing" on the wire)
         self._adopted = False  # _round was taken from a hold time-out, not from a change
+        self._own_wait: float | None = None  # since when the own round is behind a neighbour's
         self._complete = 0  # newest round known complete for the rest of the tree
         self._lstamp = 0  # changes with the local summary only
         self._in_round: dict[int, int] = {}  # k -> gen of M_ka
@@ -753,15 +763,30 @@ class Agent:
         if not nbrs:
             return []
         t = self.config.timing
-        # the hold adapts to the slowest input seen (a convergecast up a deep tree), capped
-        hold = min(max(t.fuse_hold_s, 1.5 * self._late), 10 * t.fuse_hold_s)
+        # a neighbour's wave is waited for at least a peer time-out (it is under way unless
+        # something broke), longer when one has come later than that (a deep tree), capped
+        hold = min(max(t.fuse_hold_s, t.peer_timeout_s, 1.5 * self._late), 10 * t.fuse_hold_s)
         gens = {k: (self._in_round.get(k, 0) if k in self._incoming else 0) for k in nbrs}
-        G = max(self._round, *gens.values())
-        # start-up: before the agent's first batch, while the tree forms (root or parent
-        # changed less than a beacon ago), fresh sends wait for it to settle, at most one hold
-        # time at a stretch, so forming the tree does not cost a wave of messages per change
-        stable_at = self._tree_changed_at + t.heartbeat_s
-        if now < stable_at and not self._lstamp:
+        G = max(self._round, *gens.values())  # the newest round known here
+        next_due = math.inf
+        if self._round < G:
+            # the own summary is behind the rest: wait for the own change at most one
+            # fuse_hold_s, then declare it unchanged for round G (a later change goes at once)
+            if self._own_wait is None:
+                self._own_wait = now
+            if now >= self._own_wait + t.fuse_hold_s:
+                self.counters["fuse_round_adopted"] += 1
+                self._round, self._adopted, self._own_wait = G, True, None
+            else:
+                next_due = self._own_wait + t.fuse_hold_s
+        else:
+            self._own_wait = None
+        # while the tree forms (root or parent changed less than five triggered-beacon
+        # intervals ago: the next improvement of the root is probably on its way), fresh sends
+        # wait for it to settle, at most one hold time at a stretch, so forming the tree does
+        # not cost a wave of messages per change (start-up; in local swarms batches come first)
+        stable_at = self._tree_changed_at + 5 * t.beacon_min_interval_s
+        if now < stable_at:
             if self._unstable_since is None:
                 self._unstable_since = now
             settling = now < self._unstable_since + t.fuse_hold_s
@@ -770,7 +795,6 @@ class Agent:
         self._complete = max(self._complete, min(self._round, *gens.values()))
         out: list[Outbound] = []
         fused: Summary | None = None
-        next_due = math.inf
         fresh = 0
         for b in nbrs:
             ins = tuple((k, self._in_gen[k]) for k in nbrs if k != b and k in self._in_gen)
@@ -791,26 +815,25 @@ class Agent:
             if settling:
                 next_due = min(next_due, stable_at, self._unstable_since + t.fuse_hold_s)
                 continue
-            if self._round < G or any(gens[k] < G for k in nbrs if k != b):
+            # the round M_ab is complete for: the oldest of its inputs (a wave of the
+            # convergecast, or of the broadcast, has passed this agent when it advances)
+            gen = min([self._round, *(gens[k] for k in nbrs if k != b)])
+            if gen <= self._sent_gen.get(b, 0) and gen < G:
+                # changed, but no new round is complete and an input is behind the newest
+                # round: wait for the next wave (a late change within a complete round goes now)
                 since = self._held.setdefault(b, now)
                 if now < since + hold:
                     next_due = min(next_due, since + hold)
                     continue
                 self._timeout_since = since
-                # held long enough: declare round G complete; late inputs make their own wave
                 self.counters["fuse_hold_timeout"] += 1
-                if self._round < G:
-                    self._round, self._adopted = G, True
-                for k in nbrs:
-                    if k != b and k in self._incoming and gens[k] < G:
-                        self._in_round[k] = gens[k] = G
             self._held.pop(b, None)
             version = self._next_stamp()  # monotone: a re-formed edge never reuses one
             self._sent[b] = (key, version)
-            self._sent_gen[b], self._sent_at[b] = G, now
+            self._sent_gen[b], self._sent_at[b] = gen, now
             self._acked.discard(b)
             fused = fused if fused is not None else self.fused_summary
-            out.append((b, self._fuse_message(b, version, G, fused)))
+            out.append((b, self._fuse_message(b, version, gen, fused)))
             fresh += 1
         if fresh:
             self._last_fuse = now
