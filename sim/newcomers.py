@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from swarmgp.agents.collective_model import CollectiveModel, _standard_from_sums
+from swarmgp.agents.collective_model import DEFAULT_MAX_EVALS, CollectiveModel, _standard_from_sums
 from swarmgp.agents.sources.split import pick_test_rows
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
@@ -62,7 +62,7 @@ __all__ = [
 #: Observations a newcomer joins with.
 KS = (0, 5, 10, 20, 50)
 #: Evaluation budget of the local model's fit (the swarm warm-up's default).
-LOCAL_MAX_EVALS = 35
+LOCAL_MAX_EVALS = DEFAULT_MAX_EVALS
 #: Variance of the k = 0 local predictor (standardized units): unit signal + initial noise^2.
 PRIOR_VAR = 1.0 + 0.5**2
 #: Spawn key of the run seed's child that picks the newcomers (swarm.py uses 0-5).
