@@ -647,6 +647,10 @@ class Agent:
         self._incoming[k] = (msg.incarnation, msg.version, msg.summary)
         self._in_gen[k] = self._next_stamp()
         self._in_round[k] = msg.gen
+        if old is not None and self._fused is not None:
+            # fold the change in now, so the cache no longer holds the replaced message
+            # (m^2 floats per tree neighbour that a 100k-agent simulation cannot afford)
+            _ = self.fused_summary
         if self._rounds and self._timeout_since is not None:
             # an input arrived after a hold timed out: hold longer next time (a deep subtree)
             self._late = max(self._late, now - self._timeout_since)

@@ -158,6 +158,7 @@ class PeerTable:
         #: Ids removed by :meth:`add` evictions and :meth:`expire` pruning, for the driver to
         #: disconnect (cleared by :meth:`take_removed`).
         self.removed: list[int] = []
+        self._live: frozenset[int] | None = None  # cache of live(); reset on any change
 
     def __contains__(self, pid: int) -> bool:
         return pid in self._peers
@@ -181,6 +182,7 @@ class PeerTable:
             if len(self._peers) >= self.max_peers and not self._evict() and not configured:
                 return None
             p = self._peers[pid] = Peer(pid, configured)
+            self._live = None
         return p
 
     def _evict(self) -> bool:
@@ -190,6 +192,7 @@ class PeerTable:
         victim = min(cands, key=lambda q: (q.incarnation >= 0, q.last_heard, q.id))
         del self._peers[victim.id]
         self.removed.append(victim.id)
+        self._live = None
         return True
 
     def take_removed(self) -> list[int]:
@@ -202,8 +205,10 @@ class PeerTable:
         return sorted(self._peers)
 
     def live(self) -> frozenset[int]:
-        """Ids of the live peers."""
-        return frozenset(p.id for p in self._peers.values() if p.alive)
+        """Ids of the live peers (cached: only this table's methods change ``alive``)."""
+        if self._live is None:
+            self._live = frozenset(p.id for p in self._peers.values() if p.alive)
+        return self._live
 
     def admit(
         self, pid: int, incarnation: int, now: float, seq: int = -1, limit: int | None = None
@@ -238,6 +243,7 @@ class PeerTable:
         if p.alive:
             return Admit.OK
         p.alive = True
+        self._live = None
         return Admit.REVIVED
 
     def _new_life(self, p: Peer, incarnation: int, now: float, seq: int) -> Admit:
@@ -246,6 +252,7 @@ class PeerTable:
         p.max_seq = seq
         p.inc_since = now
         p.alive, p.last_heard = True, now
+        self._live = None
         return Admit.NEW
 
     def depart(self, pid: int, now: float | None = None, last_seq: int | None = None) -> None:
@@ -259,6 +266,7 @@ class PeerTable:
         p.departed_at = p.last_heard if now is None else now
         p.departed_seq = p.max_seq if last_seq is None else last_seq
         p.alive = False
+        self._live = None
 
     def expire(self, now: float) -> list[int]:
         """Declare silent peers dead; return the ids that just expired, sorted.
@@ -266,6 +274,7 @@ class PeerTable:
         Unconfigured peers silent for ``prune_after_s`` are removed (see :meth:`take_removed`).
         """
         out = []
+        self._live = None
         for p in list(self._peers.values()):
             if p.alive and now - p.last_heard > self.timeout_s:
                 p.alive = False

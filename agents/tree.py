@@ -78,6 +78,12 @@ class SpanningTree:
         # root id -> hops of the claim that last advanced its freshness (relay lag allowance)
         self._hops: dict[int, int] = {}
         self.state = TreeState(me, incarnation, 0, 0, NO_PARENT)
+        # memo of recompute/neighbors (simulator hot path): valid while nothing was observed,
+        # forgotten or beaconed (_ver), for the same frozen live set, and (recompute) before
+        # the first alive root's freshness can time out
+        self._ver = 0
+        self._memo: tuple[int, frozenset[int], float, float] | None = None
+        self._nbrs_memo: tuple[int, frozenset[int], int, frozenset[int]] | None = None
 
     @property
     def is_root(self) -> bool:
@@ -87,6 +93,7 @@ class SpanningTree:
     def beacon(self) -> None:
         """Advance this agent's beacon counter (once per heartbeat)."""
         self._beacon += 1
+        self._ver += 1
         if self.is_root:
             self.state = TreeState(self.me, self.incarnation, self._beacon, 0, NO_PARENT)
 
@@ -104,6 +111,7 @@ class SpanningTree:
             ``"root_inc_future"`` or ``"root_seq_jump"`` when the freshness claim was refused.
         """
         self._nbr[nbr] = st
+        self._ver += 1
         r, v = st.root, (st.root_inc, st.root_seq)
         if max_root_inc is not None and st.root_inc > max_root_inc:
             return "root_inc_future"
@@ -139,6 +147,7 @@ class SpanningTree:
     def forget(self, nbr: int) -> None:
         """Drop what ``nbr`` advertised (it expired, left, or restarted)."""
         self._nbr.pop(nbr, None)
+        self._ver += 1
 
     def root_alive(self, root: int, now: float) -> bool:
         """Whether ``root``'s beacon advanced within the root timeout plus the relay lag.
@@ -169,16 +178,27 @@ class SpanningTree:
         bool
             Whether ``(root, dist, parent)`` changed.
         """
+        memo = self._memo
+        if (
+            memo is not None
+            and memo[0] == self._ver
+            and memo[1] is live
+            and memo[2] <= now < memo[3]
+        ):
+            return False  # same inputs, and no alive root can have timed out yet
         me, cur = self.me, self.state
         best: tuple[int, int, int, int] | None = None
+        alive: dict[int, bool] = {}  # root_alive per root, once per call (neighbours share roots)
+        until = float("inf")  # before this time, every root found alive is still alive
         for b, st in self._nbr.items():
-            if (
-                st.root >= me
-                or st.parent == me
-                or st.dist + 1 > self.max_dist
-                or b not in live
-                or not self.root_alive(st.root, now)
-            ):
+            if st.root >= me or st.parent == me or st.dist + 1 > self.max_dist or b not in live:
+                continue
+            ok = alive.get(st.root)
+            if ok is None:
+                ok = alive[st.root] = self.root_alive(st.root, now)
+                if ok:
+                    until = min(until, self._alive_until(st.root))
+            if not ok:
                 continue
             key = (st.root, st.dist + 1, 0 if b == cur.parent else 1, b)
             if best is None or key < best:
@@ -190,11 +210,29 @@ class SpanningTree:
             f = self._fresh[r]
             new = TreeState(r, f[0], f[1], d, b)
         self.state = new
+        if isinstance(live, frozenset):
+            self._memo = (self._ver, live, now, until)
         return (new.root, new.dist, new.parent) != (cur.root, cur.dist, cur.parent)
+
+    def _alive_until(self, root: int) -> float:
+        # a margin below the exact bound of root_alive (floating point): at worst one more
+        # full recompute near the boundary
+        f = self._fresh[root]
+        lag = 0.0
+        if self.heartbeat_s is not None:
+            lag = RELAY_LAG_BEACONS * self.heartbeat_s * min(self._hops.get(root, 0), self.max_dist)
+        return f[2] + self.root_timeout_s + lag - 1e-6
 
     def neighbors(self, live: Container[int]) -> frozenset[int]:
         """Tree neighbours: the parent and the live neighbours declaring ``me`` as parent."""
+        parent = self.state.parent
+        memo = self._nbrs_memo
+        if memo is not None and memo[0] == self._ver and memo[1] is live and memo[2] == parent:
+            return memo[3]
         out = {b for b, st in self._nbr.items() if st.parent == self.me and b in live}
-        if self.state.parent != NO_PARENT:
-            out.add(self.state.parent)
-        return frozenset(out)
+        if parent != NO_PARENT:
+            out.add(parent)
+        res = frozenset(out)
+        if isinstance(live, frozenset):
+            self._nbrs_memo = (self._ver, live, parent, res)
+        return res

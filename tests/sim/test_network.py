@@ -11,9 +11,11 @@ from swarmgp.fusion.summary import prior_summary
 from swarmgp.protocol.messages import Fuse, Goodbye, TreeState
 from swarmgp.sim.clock import ClockError, EventQueue, VirtualClock
 from swarmgp.sim.network import (
+    DRAWS_PER_MESSAGE,
     HEADER_BYTES,
     ChurnEvent,
     GilbertElliott,
+    LinkStreams,
     NetworkConfig,
     NetworkError,
     Partition,
@@ -135,3 +137,21 @@ def test_event_queue_tie_break_and_clock() -> None:
         c.advance_to(0.5)
     with pytest.raises(ClockError):
         q.push(math.inf, 0)
+
+
+@pytest.mark.parametrize("addressed", [True, False])
+def test_link_streams_equal_one_generator_per_link(addressed: bool) -> None:
+    # the compact table draws exactly what default_rng(SeedSequence(.., spawn_key + key)) does,
+    # whatever the interleaving of links and however far the table grows
+    links = LinkStreams(7, (2,))
+    if not addressed:
+        links._view = None  # the public-state fallback
+    ref: dict[tuple[int, int], np.random.Generator] = {}
+    order = np.random.default_rng(0).integers(0, 100, 600)
+    for i in order:
+        key = (int(i) % 13, int(i))
+        g = ref.setdefault(
+            key, np.random.default_rng(np.random.SeedSequence(7, spawn_key=(2, *key)))
+        )
+        assert np.array_equal(links.draw(key, DRAWS_PER_MESSAGE), g.random(DRAWS_PER_MESSAGE))
+    assert len(links) == len(ref)
