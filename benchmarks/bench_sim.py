@@ -24,13 +24,16 @@ Cases (``--agents`` / ``--batches`` scale them down for a quick look):
   (the issue's profiling case);
 * ``a``: 1000 agents, geometric, m = 100, 30 batches of 20, 6-D, learning on (paper mode);
 * ``b``: 10,000 agents, geometric, m = 50, 5 batches of 20, learning off;
-* ``b100k``: 100,000 agents, otherwise as ``b``.
+* ``b100k``: 100,000 agents, otherwise as ``b``;
+* ``<case>_c`` (``s300_c``, ``s300l_c``, ``a_c``, ``b_c``, ``b100k_c``): the same case in the
+  collective mode (the default mode of ``launch.py sim``; the cases above force
+  ``--mode paper``), with its own work count (:func:`collective_work_count`).
 
 Usage::
 
     python benchmarks/bench_sim.py s300 s300l
     python benchmarks/bench_sim.py a --agents 200 --batches 5
-    python benchmarks/bench_sim.py b
+    python benchmarks/bench_sim.py b b_c
 
 Results are merged into ``benchmarks/results_sim.json`` (``--out``) with the machine and its
 load average: on a shared machine CPU seconds are the steady figure, not wall time.
@@ -132,6 +135,9 @@ CASES: dict[str, list[str]] = {
     ],
 }
 CASES["b100k"] = [*CASES["b"][:1], "100000", *CASES["b"][2:]]
+# the collective mode (the default of ``launch.py sim``) on the same cases: ``<case>_c``
+for _name in ("s300", "s300l", "a", "b", "b100k"):
+    CASES[_name + "_c"] = [*CASES[_name], "--mode", "collective"]
 
 
 def machine() -> dict[str, Any]:
@@ -185,8 +191,10 @@ def measured_rates(m: int) -> dict[str, float]:
         }
 
 
-def work_count(cfg: RunConfig, r: dict[str, Any]) -> dict[str, float]:
+def work_count(cfg: RunConfig, r: dict[str, Any], sw: Any = None) -> dict[str, float]:
     """FLOP lower bound of the run's work, from its settings and its report (see the module)."""
+    if cfg.model.mode == "collective":
+        return collective_work_count(cfg, r, sw)
     m, d, n = cfg.model.inducing, cfg.data.dim, cfg.data.batch_size
     P = m * (m + 3) // 2
     tri = m * (m + 1) // 2
@@ -215,6 +223,76 @@ def work_count(cfg: RunConfig, r: dict[str, Any]) -> dict[str, float]:
     return {"gemm_flops": gemm, "exp_values": exp, "add_values": add}
 
 
+def collective_work_count(cfg: RunConfig, r: dict[str, Any], sw: Any) -> dict[str, float]:
+    """The collective mode's own work (agents/collective_model.py, fusion/collapsed.py).
+
+    With ``m`` kernel columns, ``k = m + 1`` features (the bias) and summaries of size
+    ``m + 2``:
+
+    * every batch, once (buffered warm-up batches when the stream starts, later ones on
+      arrival): features ``Phi = [k(XW, ZW) L^-T, 1]`` (kernel ``3 n m d`` flops and ``n m``
+      exps, the triangular solve ``n m^2``), statistics ``G = Phi^T Phi`` (``2 n k^2``) and
+      ``g = Phi^T y``; the summary ``P = I + Gaug`` (``(m+2)^2`` adds);
+    * every agent, once: ``k(ZW, ZW)`` (``3 m^2 d`` flops, ``m^2`` exps) and its Cholesky
+      (``m^3 / 3``) for the frozen theta (the K_ZZ factor is needed once per theta; a
+      refactorization per batch is not counted);
+    * every warm-up L-BFGS evaluation (learning on), every agent on its ``n_w`` buffered rows:
+      the statistics under theta (features, K_ZZ and its Cholesky, ``2 n_w k^2``), the bound's
+      derivatives from the summed statistics (Cholesky and inverse of a ``k x k`` matrix,
+      ``4 k^3 / 3``) and its gradient contribution (``Phibar = 2 Phi dB/dG``: ``2 n_w k^2``;
+      ``Abar``: ``n_w m^2``; ``Lbar``: ``2 n_w m^2``; the Cholesky backward pass ``m^3``; the
+      kernels' derivatives ``4 (n_w m d + m^2 d)``);
+    * Fuse messages: ``m'(m'+3)/2`` adds per message built and absorbed (``m' = m + 2``);
+    * scoring, per scored agent (local and fused) and the oracle: features at the test points,
+      K_ZZ and its Cholesky, the ``k x k`` Cholesky of the posterior and one solve per point.
+    """
+    m, d, n = cfg.model.inducing, cfg.data.dim, cfg.data.batch_size
+    k, m2 = m + 1, m + 2
+    batches = r["observations"] / n
+    gemm = exp = add = 0.0
+
+    def feats(rows: float) -> tuple[float, float]:  # (flops, exps) of Phi for `rows` points
+        return 3 * rows * m * d + rows * m * m, rows * m
+
+    kzz_gemm, kzz_exp = 3 * m * m * d + m**3 / 3, m * m
+    f_g, f_e = feats(n)
+    gemm += batches * (f_g + 2 * n * k * k + 2 * n * k)
+    exp += batches * f_e
+    add += batches * m2 * m2
+    agents = r["agents"]
+    gemm += agents * kzz_gemm
+    exp += agents * kzz_exp
+    evals = 0
+    n_w = 0.0
+    if sw is not None and cfg.model.learn:
+        models = [a.model for a in sw.sim.agents.values()]
+        evals = max((int(getattr(mo, "warmup_evals", 0)) for mo in models), default=0)
+        wb = getattr(getattr(models[0], "encoding", None), "warmup_batches", 2) if models else 2
+        n_w = float(min(wb, r.get("batches_per_agent", wb)) * n)
+    if evals:
+        w_g, w_e = feats(n_w)
+        per_eval = (
+            w_g
+            + kzz_gemm
+            + 2 * n_w * k * k
+            + 4 * k**3 / 3
+            + 2 * n_w * k * k
+            + 3 * n_w * m * m
+            + m**3
+            + 4 * (n_w * m * d + m * m * d)
+        )
+        gemm += evals * agents * per_eval
+        exp += evals * agents * (w_e + kzz_exp)
+    net = r["network"]["by_type"]
+    add += (net.get("Fuse", 0) + r["agent_counters"].get("rx.fuse", 0)) * m2 * (m2 + 3) / 2
+    scored = r["scored_agents"] * 2 + 1
+    t = cfg.scoring.test_points
+    t_g, t_e = feats(t)
+    gemm += scored * (t_g + kzz_gemm + k**3 / 3 + t * k * k)
+    exp += scored * (t_e + kzz_exp)
+    return {"gemm_flops": gemm, "exp_values": exp, "add_values": add, "warmup_evals": evals}
+
+
 def run_case(name: str, extra: list[str]) -> dict[str, Any]:
     """Run one case; return its row (CPU per phase, bound, ratio, RSS, bytes)."""
     _, cfg = launch.parse_config([*BASE, *CASES[name], *extra])
@@ -227,14 +305,16 @@ def run_case(name: str, extra: list[str]) -> dict[str, Any]:
             marks.append((phase, time.process_time()))
 
     t0 = time.process_time()
-    r = run_simulation(cfg, progress=progress)
+    keep: list[Any] = []
+    r = run_simulation(cfg, progress=progress, keep=keep)
     cpu = time.process_time() - t0
     phases: dict[str, float] = {}
     bounds = [*marks, ("end", t0 + cpu)]
     phases["build"] = (marks[0][1] if marks else t0 + cpu) - t0
     for (ph, a), (_, b) in zip(bounds, bounds[1:], strict=False):
         phases[ph] = phases.get(ph, 0.0) + b - a
-    work = work_count(cfg, r)
+    work = work_count(cfg, r, keep[0] if keep else None)
+    keep.clear()
     bound = (
         work["gemm_flops"] / rates["dgemm_flops"]
         + work["exp_values"] / rates["exp_values"]
@@ -245,6 +325,8 @@ def run_case(name: str, extra: list[str]) -> dict[str, Any]:
     # ideal: one Fuse message per direction per tree edge per round of changes (a batch round)
     ideal = 2 * (r["agents"] - 1) * cfg.data.batches
     return {
+        "mode": cfg.model.mode,
+        "fusion": getattr(cfg.timing, "fusion", None),
         "args": [*CASES[name], *extra],
         "cpu_s": round(cpu, 2),
         "cpu_s_by_phase": {k: round(v, 2) for k, v in phases.items()},
