@@ -31,8 +31,10 @@ changes:
   older wave as it passes instead of waiting for its inputs to catch up with it).
 * A change that does not advance the round is sent at once when no input is behind ``G``, the
   newest round among the agent's own and its neighbours' (a late change within a complete
-  round: one extra wave), else it waits for the next wave, at least a peer time-out (then it
-  goes anyway: nothing stalls the swarm).
+  round: one extra wave), else it waits for the next wave: while waves keep arriving (some
+  round advanced within ``fuse_hold_s``), up to a peer time-out; then it goes anyway,
+  declaring round ``G`` with the lagging inputs taken to be at ``G`` (nothing stalls the
+  swarm, and the agents downstream forward it at once).
 * Own lag is treated apart: an agent whose own round is behind ``G`` waits at most
   ``fuse_hold_s`` for its own change, then declares its summary unchanged for round ``G``
   (its next change stays in ``G``), so an agent without new data does not stall the waves.
@@ -197,6 +199,7 @@ class Agent:
         self._round = 1  # the round the own summary is at (gen 0: "missing" on the wire)
         self._adopted = False  # _round was taken from a hold time-out, not from a change
         self._own_wait: float | None = None  # since when the own round is behind a neighbour's
+        self._progress_at = now  # last time a neighbour's round or the own round advanced
         self._complete = 0  # newest round known complete for the rest of the tree
         self._lstamp = 0  # changes with the local summary only
         self._in_round: dict[int, int] = {}  # k -> gen of M_ka
@@ -334,6 +337,7 @@ class Agent:
         if self._rounds:
             self._lstamp = self._gen
             self._round = max(self._round + (0 if self._adopted else 1), self._complete + 1)
+            self._progress_at = now
             self._adopted = False
         self._schedule_fuse(now)
         return self._emit(now)
@@ -646,6 +650,8 @@ class Agent:
             return
         self._incoming[k] = (msg.incarnation, msg.version, msg.summary)
         self._in_gen[k] = self._next_stamp()
+        if msg.gen > self._in_round.get(k, 0):
+            self._progress_at = now  # a wave arrived: waves are under way
         self._in_round[k] = msg.gen
         if old is not None and self._fused is not None:
             # fold the change in now, so the cache no longer holds the replaced message
@@ -767,8 +773,8 @@ class Agent:
         if not nbrs:
             return []
         t = self.config.timing
-        # a neighbour's wave is waited for at least a peer time-out (it is under way unless
-        # something broke), longer when one has come later than that (a deep tree), capped
+        # a neighbour's wave is waited for up to a peer time-out while waves keep coming,
+        # longer when one has come later than that (a deep tree), capped
         hold = min(max(t.fuse_hold_s, t.peer_timeout_s, 1.5 * self._late), 10 * t.fuse_hold_s)
         gens = {k: (self._in_round.get(k, 0) if k in self._incoming else 0) for k in nbrs}
         G = max(self._round, *gens.values())  # the newest round known here
@@ -825,12 +831,24 @@ class Agent:
             if gen <= self._sent_gen.get(b, 0) and gen < G:
                 # changed, but no new round is complete and an input is behind the newest
                 # round: wait for the next wave (a late change within a complete round goes now)
+                # while waves keep arriving (some round advanced within fuse_hold_s), at
+                # most `hold`; once none has for fuse_hold_s, none is on its way
                 since = self._held.setdefault(b, now)
-                if now < since + hold:
-                    next_due = min(next_due, since + hold)
+                until = min(since + hold, max(since, self._progress_at) + t.fuse_hold_s)
+                if now < until:
+                    next_due = min(next_due, until)
                     continue
                 self._timeout_since = since
+                # held long enough (a wave that will not come: restarted or re-formed
+                # neighbours, no more changes): declare round G complete, taking the lagging
+                # inputs to be at G, so the agents downstream forward it at once
                 self.counters["fuse_hold_timeout"] += 1
+                if self._round < G:
+                    self._round, self._adopted, self._own_wait = G, True, None
+                for k in nbrs:
+                    if k != b and k in self._incoming and gens[k] < G:
+                        self._in_round[k] = gens[k] = G
+                gen = G
             self._held.pop(b, None)
             version = self._next_stamp()  # monotone: a re-formed edge never reuses one
             self._sent[b] = (key, version)

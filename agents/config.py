@@ -38,8 +38,10 @@ class TimingConfig:
         Rate limit of *triggered* beacons (sent early on a tree change or a new peer), so a
         burst of changes while the tree forms costs one beacon, not one per change.
     fuse_hold_s : float
-        ``fusion="rounds"``: longest a changed tree message is held while an input it depends
-        on (the agent's own batch or a neighbour's message) is behind the newest change round.
+        ``fusion="rounds"``: longest an agent waits for its own change while its neighbours are
+        at a newer change round (then it declares its summary unchanged for that round). A
+        neighbour's wave is waited for at least ``peer_timeout_s`` (longer after one came
+        late), at most ten ``fuse_hold_s``.
     """
 
     heartbeat_s: float = 0.5
@@ -105,10 +107,12 @@ class AgentConfig:
     limits : Limits
         Bounds on what peers may claim and cost (peer-table size, counts, incarnation skew).
     fusion : str
-        ``"tree"``: a tree message is sent whenever its content changes (coalesced) and every
-        message is resent each ``fuse_resend_s``. ``"rounds"``: change rounds on the same
-        full-state messages: a changed message is held until its inputs are in for the newest
-        round (or ``fuse_hold_s`` passes) and resent only while unacknowledged.
+        ``"rounds"`` (the default): change rounds on the full-state tree messages: a changed
+        message goes when the round it is complete for advances (a convergecast wave up, a
+        broadcast wave down), its inputs' late changes within a complete round go at once, and
+        messages are resent only while unacknowledged. ``"tree"``: a tree message is sent
+        whenever its content changes (coalesced) and every message is resent each
+        ``fuse_resend_s``.
     """
 
     agent_id: int
@@ -121,7 +125,7 @@ class AgentConfig:
     accept_unknown_peers: bool = True
     endpoint: str = ""
     limits: Limits = field(default_factory=Limits)
-    fusion: str = "tree"
+    fusion: str = "rounds"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSION_MODES:

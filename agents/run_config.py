@@ -237,11 +237,12 @@ class RunTiming(_Section):
         metavar="S",
     )
     fusion: str = _opt(
-        "tree",
-        "fusion protocol on the spanning tree: 'tree' sends a message per change (coalesced by "
-        "--fuse-interval) and resends all periodically; 'rounds' holds a changed message until "
-        "its inputs are in for the newest change round (convergecast up, broadcast down) and "
-        "resends only unacknowledged ones",
+        "rounds",
+        "fusion protocol on the spanning tree: 'rounds' (default) sends a changed message when "
+        "the change round it is complete for advances (convergecast up, broadcast down; about "
+        "one message per tree edge and direction per round) and resends only unacknowledged "
+        "ones; 'tree' sends a message per change (coalesced by --fuse-interval) and resends all "
+        "periodically",
         choices=("tree", "rounds"),
     )
 

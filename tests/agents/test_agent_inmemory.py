@@ -63,6 +63,13 @@ def test_converges_to_exact_sum(graph: str) -> None:
     )
 
 
+def _same_fused(clean: Swarm, faulty: Swarm) -> None:
+    for i in clean.agents:
+        a, b = clean.agents[i].fused_summary, faulty.agents[i].fused_summary
+        assert b.max_rel_diff(a) <= 1e-9
+        assert (b.n_agents, b.n_obs) == (a.n_agents, a.n_obs)
+
+
 def test_faults_converge_to_same_result() -> None:
     n = 10
     edges = random_graph(n, 0.25, 7)
@@ -70,12 +77,22 @@ def test_faults_converge_to_same_result() -> None:
     clean.run_until_consistent(5.0)
     faulty = Swarm(n, edges, seed=5, loss=0.3, duplicate=0.3, reorder=0.3)
     faulty.run_until_consistent(30.0)
+    _same_fused(clean, faulty)
+    # then three rounds of new local summaries, the same in both swarms: each converges again
+    # exactly, and the faults act on the traffic of every round
+    rng = np.random.default_rng(17)
+    for _ in range(3):
+        for i in range(n):
+            new = random_summary(rng, clean.m, n_obs=20 + i)
+            for sw in (clean, faulty):
+                sw.locals[i] = new
+                sw.agents[i].model.set(new)
+                sw._send(i, sw.agents[i].set_local_summary(new, sw.t))
+        clean.run_until_consistent(5.0)
+        faulty.run_until_consistent(30.0)
+        _same_fused(clean, faulty)
     st = faulty.net.stats
     assert st["lost"] > 100 and st["duplicated"] > 100 and st["reordered"] > 100
-    for i in range(n):
-        a, b = clean.agents[i].fused_summary, faulty.agents[i].fused_summary
-        assert b.max_rel_diff(a) <= 1e-9
-        assert (b.n_agents, b.n_obs) == (a.n_agents, a.n_obs)
     drops = sum(
         sum(v for k, v in a.counters.items() if k.startswith("drop.stale"))
         for a in faulty.agents.values()
