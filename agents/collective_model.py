@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,7 @@ from swarmgp.fusion.collapsed import (
 from swarmgp.fusion.encoders import check_batch
 from swarmgp.fusion.errors import SwarmGPError
 from swarmgp.fusion.lbfgs import BoxLBFGS
+from swarmgp.fusion.sample import EMPTY_KEY, merge_samples, sample_points, sample_rows
 from swarmgp.fusion.summary import Summary
 from swarmgp.protocol.messages import Reduce
 
@@ -116,6 +117,10 @@ class CollectiveEncoding:
     #: other than time, and how many of the ``inducing`` inputs it gets; () / 0: none.
     static_dims: tuple[int, ...] = ()
     static_inducing: int = 0
+    #: Starting inducing inputs: "data", a hash sample of the warm-up's inputs (round 0 merges
+    #: every agent's bottom-k rows, :mod:`swarmgp.fusion.sample`), the Halton design filling
+    #: what the data cannot; "halton": the Halton design over the agreed box alone.
+    inducing_init: str = "halton"
 
     @property
     def m_static(self) -> int:
@@ -154,6 +159,8 @@ class CollectiveEncoding:
             key += ("site",)
         if self.m_static:
             key += ("static", self.static_dims, self.m_static)
+        if self.inducing_init != "halton":
+            key += ("z-init", self.inducing_init)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
@@ -246,13 +253,41 @@ class WarmupProgram:
         joint = enc.d * (1 + enc.inducing - enc.m_static)
         return joint + static + (2 if enc.site_effect else 0)
 
-    def _initial(self, std: _Standard) -> CollectiveParams:
+    def _initial(self, std: _Standard, r0: np.ndarray | None = None) -> CollectiveParams:
+        """Initial theta: :func:`initial_params` over the agreed box; with round 0's result
+        ``r0`` (``inducing_init="data"``), its sampled inputs, standardized, replace the first
+        Halton points of each component (the design fills what the sample cannot)."""
         enc = self.enc
         tau = SITE_TAU0 if enc.site_effect else None
-        return initial_params(
+        theta = initial_params(
             std.lo, std.hi, enc.inducing, enc.seed, tau=tau, static_dims=enc.static_dims,
             m_static=enc.m_static,
         )  # fmt: skip
+        if r0 is None or not self._samples():
+            return theta
+        Z, Z_st = theta.Z.copy(), None if theta.Z_st is None else theta.Z_st.copy()
+        for (off, k, dims), target in zip(self._samples(), (Z, Z_st), strict=False):
+            if target is None:
+                continue
+            cols = list(dims)
+            pts = sample_points(r0[off : off + k * (1 + len(cols))], k, len(cols))
+            target[: pts.shape[0]] = (pts - std.mx[cols]) / std.sx[cols]
+        return replace(theta, Z=Z, Z_st=Z_st)
+
+    def _samples(self) -> list[tuple[int, int, tuple[int, ...]]]:
+        """Round 0's sample sections ``(offset, slots, input columns)``: the joint component's
+        inputs, then the static component's (its inputs only: one row per site)."""
+        enc = self.enc
+        if enc.inducing_init != "data":
+            return []
+        off, d = 3 + 4 * enc.d, enc.d
+        out = [(off, enc.inducing - enc.m_static, tuple(range(d)))]
+        if enc.m_static:
+            out.append((off + out[0][1] * (1 + d), enc.m_static, tuple(enc.static_dims)))
+        return out
+
+    def _round0_len(self) -> int:
+        return 3 + 4 * self.enc.d + sum(k * (1 + len(c)) for _, k, c in self._samples())
 
     def _from_vector(self, v: np.ndarray) -> CollectiveParams:
         return self.enc.theta_from_vector(v)
@@ -261,7 +296,7 @@ class WarmupProgram:
         if self._std is not None:
             self._last_std = self._std
         self._std, self._opt, self._eval, self._theta = None, None, None, None
-        return 3 + 4 * self.enc.d
+        return self._round0_len()
 
     def ready(self, now: float) -> bool:
         return len(self.model._buffer) >= self.enc.warmup_batches
@@ -269,7 +304,9 @@ class WarmupProgram:
     def neutral(self, rnd: int, size: int) -> np.ndarray:
         v = np.zeros(size)
         if rnd == 0:
-            v[3 + 2 * self.enc.d :] = _NEG
+            v[3 + 2 * self.enc.d : 3 + 4 * self.enc.d] = _NEG
+            for off, k, cols in self._samples():
+                v[off : off + k * (1 + len(cols)) : 1 + len(cols)] = EMPTY_KEY
         return v
 
     def combine(self, rnd: int, parts: list[np.ndarray]) -> np.ndarray:
@@ -277,8 +314,11 @@ class WarmupProgram:
         for p in parts[1:]:
             total += p
         if rnd == 0:
-            k = 3 + 2 * self.enc.d
-            total[k:] = np.max(np.stack([p[k:] for p in parts]), axis=0)
+            k, e = 3 + 2 * self.enc.d, 3 + 4 * self.enc.d
+            total[k:e] = np.max(np.stack([p[k:e] for p in parts]), axis=0)
+            for off, n, cols in self._samples():
+                end = off + n * (1 + len(cols))
+                total[off:end] = merge_samples([p[off:end] for p in parts], n, len(cols))
         return total
 
     def contribution(self, rnd: int) -> np.ndarray:
@@ -289,10 +329,13 @@ class WarmupProgram:
             self._y = np.concatenate([b[1] for b in batches]) if batches else np.zeros(0)
             X, y = self._X, self._y
             if X.shape[0] == 0:
-                return self.neutral(0, 3 + 4 * d)
+                return self.neutral(0, self._round0_len())
+            seed = self.enc.seed
             return np.concatenate(
                 [[X.shape[0]], X.sum(0), (X * X).sum(0), [y.sum(), y @ y], X.max(0), (-X).max(0)]
-            )
+                + [sample_rows(X[:, list(c)], k, seed + j) for j, (_, k, c) in
+                   enumerate(self._samples())]
+            )  # fmt: skip
         assert self._std is not None and self._theta is not None
         Xs, ys = self.model._standardize(self._X, self._y, self._std)
         if rnd % 2 == 1:  # statistics under theta
@@ -314,7 +357,7 @@ class WarmupProgram:
         enc = self.enc
         if rnd == 0:
             self._std = _with_box(_standard_from_sums(result, enc.d), enc.box)
-            self._theta0 = self._initial(self._std)
+            self._theta0 = self._initial(self._std, result)
             self._best = self._theta0
             self._scale_unset = True
             if not enc.learn or result[0] < 1 or enc.max_evals < 1:

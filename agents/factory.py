@@ -90,6 +90,7 @@ def common_encoding(cfg: RunConfig, d: int) -> Encoding | CollectiveEncoding:
             site_effect=getattr(cfg.model, "site_effect", False),
             static_dims=static_dims(cfg, d),
             static_inducing=static_inducing(cfg),
+            inducing_init=getattr(cfg.model, "inducing_init", "halton"),
         )
     return make_encoding(EncodingSpec(d=d, m=cfg.model.inducing))
 

@@ -151,6 +151,12 @@ class ModelConfig(_Section):
         "input and without --site-effect; 0: none)",
         check=probability,
     )
+    inducing_init: str = _opt(
+        "halton",
+        "collective: starting inducing inputs: a shared hash sample of the warm-up's inputs "
+        "(data), or the Halton design over the agreed box (halton)",
+        choices=("data", "halton"),
+    )
     encoder: str = _opt(
         "analytic",
         "exact per-batch encoder, or the paper's importance-sampled one",
@@ -166,7 +172,9 @@ class DataConfig(_Section):
     agent_column: str | None = _opt(None, "column naming the sensor (one agent per value)")
     inputs: tuple[str, ...] | None = _opt(None, "input columns", metavar="A,B,...")
     target: str | None = _opt(None, "target column (default: the table's last column)")
-    time_column: str = _opt("t", "time column", metavar="COL")
+    time_column: str = _opt(
+        "t", "time column (none: untimed rows, a row's time its line number)", metavar="COL"
+    )
     batches: int | None = _opt(
         None,
         "batches per agent (default: all of each agent's rows on table data, 5 on synthetic)",

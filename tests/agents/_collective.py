@@ -39,11 +39,13 @@ class CollectiveSwarm:
         batch_size: int = 15,
         dt: float = 0.01,
         static: bool = False,
+        inducing_init: str = "halton",
     ) -> None:
         # static: the last input plays time, the others carry a static component (m // 4)
         self.enc = CollectiveEncoding(
             d=d, inducing=m, learn=learn, seed=seed, max_evals=max_evals,
             static_dims=tuple(range(d - 1)) if static else (), static_inducing=m // 4,
+            inducing_init=inducing_init,
         )  # fmt: skip
         self.timing = TimingConfig.fast()
         self.ar_timing = AllReduceTiming(

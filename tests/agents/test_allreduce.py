@@ -16,6 +16,7 @@ from swarmgp.fusion.collapsed import (
 )
 from swarmgp.fusion.errors import SwarmGPError
 from swarmgp.fusion.lbfgs import BoxLBFGS
+from swarmgp.fusion.sample import sample_points, sample_rows
 from tests.agents._collective import CollectiveSwarm
 from tests.agents._swarm import ring
 
@@ -184,3 +185,24 @@ def test_static_stream_state_round_trips():
     bad["final"] = bad["final"][:-1]  # the static block's scale cut off
     with pytest.raises(SwarmGPError):
         CollectiveModel(sw.enc, sw.ar_timing).restore(bad)
+
+
+@pytest.mark.parametrize(("edges", "loss"), [(ring(6), 0.0), (random_edges(8), 0.3)])
+def test_data_drawn_inducing_inputs_are_the_pooled_sample_on_every_agent(edges, loss):
+    """--inducing-init data: round 0 merges every agent's bottom-k rows; every agent starts
+    from the same Z, the standardized sample of the pooled warm-up inputs (and the static
+    component's from the pooled sites)."""
+    n = max(max(e) for e in edges) + 1
+    sw = CollectiveSwarm(
+        n, edges, loss=loss, seed=3, static=True, inducing_init="data", learn=False
+    )
+    sw.run_warmup(200.0)
+    assert_agreed(sw)
+    m0 = next(iter(sw.agents.values())).model
+    X = np.concatenate([x for i in range(n) for x, _ in sw.data[i][:2]])
+    k, ks = sw.enc.inducing - sw.enc.m_static, sw.enc.m_static
+    pts = sample_points(sample_rows(X, k, sw.enc.seed), k, X.shape[1])
+    sites = sample_points(sample_rows(X[:, :1], ks, sw.enc.seed + 1), ks, 1)
+    std = m0.std
+    np.testing.assert_allclose(m0.params.Z, (pts - std.mx) / std.sx, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(m0.params.Z_st, (sites - std.mx[:1]) / std.sx[:1], atol=1e-12)
