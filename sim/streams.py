@@ -211,7 +211,13 @@ def table_streams(
         m = table.manifest
         tf = m.transform()
         batches = [
-            batch_arrays(order_rows(rows, data.order, seed, a), tf, data.batch_size, data.batches)
+            batch_arrays(
+                order_rows(rows, data.order, seed, a),
+                tf,
+                data.batch_size,
+                data.batches,
+                keep_partial=data.batches is None,  # "all rows" means all, the last batch too
+            )
             for a, rows in enumerate(table.per_agent)
         ]
         test: TestSet = table_test_set(m, table.held, test_points)

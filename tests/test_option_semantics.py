@@ -23,7 +23,7 @@ from swarmgp.agents.runtime.local import plan_local
 from swarmgp.agents.runtime.node import plan_node
 from swarmgp.agents.sources.agent_feed import NOT_READY, agent_batches
 from swarmgp.agents.sources.errors import SourceConfigError
-from swarmgp.sim.streams import make_streams
+from swarmgp.sim.streams import StreamError, make_streams
 
 STATIONS = ("A", "B", "C", "D", "E")
 
@@ -158,3 +158,35 @@ def test_paper_mode_on_a_live_feed_needs_features() -> None:
     cfg = RunConfig.make("local", data="jsonl:-?d=2", agents=2, mode="paper")
     with pytest.raises(SourceConfigError, match="--features"):
         plan_local(cfg)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_all_rows_means_every_training_row(
+    table: dict[str, Path], tmp_path: Path, command: str
+) -> None:
+    """Without --batches every training row is learned: the last batch may be partial, and a
+    station with fewer rows than --batch-size still contributes (one partial batch)."""
+    settings = {"agent_column": "station", "batch_size": 1000, "workdir": str(tmp_path)}
+    settings["data"] = f"csv:{table['csv']}"
+    got = _per_command(command, {k: v for k, v in settings.items() if k in settings_of(command)})
+    assert got["batches"] == [1] * len(STATIONS)  # 80 rows a station, less the held-out ones
+    cfg = RunConfig.make("sim", **{k: v for k, v in settings.items() if k != "workdir"})
+    st = make_streams(cfg.data, agents=cfg.swarm.agents, seed=cfg.seed, test_points=50)
+    held = sum(len(y) for _, y in st.agent_test or [])
+    assert sum(len(y) for bl in st.batches for _, y in bl) + held == 400
+
+
+def test_untimed_table_reads_with_time_column_none(tmp_path: Path) -> None:
+    """A table without a time column: one line naming --time-column, or rows in file order."""
+    path = tmp_path / "u.csv"
+    path.write_text("station,x,y\n" + "".join(f"s{i % 3},{i % 7},{i * 0.1}\n" for i in range(60)))
+    cfg = RunConfig.make("sim", data=f"csv:{path}", agent_column="station", batch_size=10)
+    with pytest.raises(StreamError, match="--time-column none"):
+        make_streams(cfg.data, agents=None, seed=0, test_points=10)
+    cfg = RunConfig.make(
+        "sim", data=f"csv:{path}", agent_column="station", batch_size=10, time_column="none"
+    )
+    st = make_streams(cfg.data, agents=None, seed=0, test_points=10)
+    assert st.info.get("inputs") == ["x"] and len(st.batches) == 3
+    held = sum(len(y) for _, y in st.agent_test or [])
+    assert sum(len(y) for bl in st.batches for _, y in bl) + held == 60

@@ -65,6 +65,7 @@ __all__ = [
     "table_schema",
     "table_test_set",
     "test_set",
+    "time_column",
 ]
 
 log = logging.getLogger("swarmgp.agents.sources")
@@ -78,6 +79,12 @@ Pair = tuple[np.ndarray, np.ndarray]
 def is_synthetic(uri: str) -> bool:
     """Whether ``uri`` names the synthetic world (``synthetic`` or ``synthetic:``)."""
     return uri in ("", "synthetic") or uri.startswith("synthetic:")
+
+
+def time_column(data: DataSettings) -> str | None:
+    """The time column ``--time-column`` names; None for ``none`` or empty (untimed rows)."""
+    name = data.time_column.strip()
+    return None if name.lower() in ("", "none") else name
 
 
 def is_table_file(uri: str) -> bool:
@@ -258,7 +265,7 @@ def table_schema(data: DataSettings) -> ColumnSchema:
         if inputs is None:
             inputs = tuple(c for c in header if c not in (target, data.agent_column))
     return ColumnSchema(
-        agent=data.agent_column, time=data.time_column, inputs=tuple(inputs), target=target
+        agent=data.agent_column, time=time_column(data), inputs=tuple(inputs), target=target
     )
 
 
@@ -469,7 +476,7 @@ def stream_schema(data: DataSettings) -> ColumnSchema:
         return table_schema(data)
     base = ColumnSchema(
         agent=data.agent_column,
-        time=data.time_column,
+        time=time_column(data),
         inputs=DEFAULT_JSON_SCHEMA.inputs if data.inputs is None else tuple(data.inputs),
         target=DEFAULT_JSON_SCHEMA.target if data.target is None else data.target,
     )
@@ -627,7 +634,7 @@ def agent_batches(
 
     * synthetic: the world's rows of the agent, ``data.batches`` batches (None: 5);
     * a table file: the agent's training rows in ``data.order`` (the simulator's very batches),
-      full batches only, at most ``data.batches`` (None: all);
+      full batches, at most ``data.batches`` (None: all rows, the last batch partial);
     * a live feed: the agent's rows as they arrive, the last batch possibly partial.
 
     Raises
@@ -648,7 +655,7 @@ def agent_batches(
             data.batch_size,
             data.batches,
             order=data.order,
-            keep_partial=False,
+            keep_partial=data.batches is None,  # the simulator's very batches
         )
     return DataFeed(manifest, agent_id, data.batch_size, data.batches)
 

@@ -41,8 +41,9 @@ class ColumnSchema:
     agent : str or None
         Column of the agent / sensor key; ``None`` means every row belongs to
         ``default_agent`` (or, for MQTT / ZeroMQ, the last topic level).
-    time : str
-        Time column (numeric).
+    time : str or None
+        Time column (numeric); None: the rows are untimed and a row's time is its line number
+        (file order; 0 where a source has no lines).
     inputs : tuple of str
         Input columns, in order. In JSON, a value may be a list (flattened in place).
     target : str
@@ -54,7 +55,7 @@ class ColumnSchema:
     """
 
     agent: str | None = "agent"
-    time: str = "t"
+    time: str | None = "t"
     inputs: tuple[str, ...] = ("x",)
     target: str = "y"
     d: int | None = None
@@ -73,7 +74,8 @@ class ColumnSchema:
     @property
     def required(self) -> tuple[str, ...]:
         """Every declared column, without duplicates, in declaration order."""
-        cols = ([self.agent] if self.agent else []) + [self.time, *self.inputs, self.target]
+        cols = ([self.agent] if self.agent else []) + ([self.time] if self.time else [])
+        cols += [*self.inputs, self.target]
         return tuple(dict.fromkeys(cols))
 
     def check_header(self, header: Sequence[str], origin: str, line: int | None = 1) -> None:
@@ -90,9 +92,15 @@ class ColumnSchema:
                 shown = repr(list(header))
                 if len(shown) > 200:
                     shown = shown[:200] + "...]"
+                hint = (
+                    "; --time-column COL names the time column, --time-column none reads the "
+                    "rows as untimed"
+                    if col == self.time
+                    else ""
+                )
                 raise SourceOpenError(
                     origin,
-                    f"header lacks declared column {col!r} (header: {shown})",
+                    f"header lacks declared column {col!r} (header: {shown}){hint}",
                     line=line,
                     column=col,
                 )
@@ -252,7 +260,7 @@ class RowParser:
                     "missing_value", f"agent key {a!r}", origin=o, line=line, column=s.agent
                 )
             agent = str(a).strip()
-        t = _num(row[s.time], s.time, o, line)
+        t = _num(row[s.time], s.time, o, line) if s.time else float(line or 0)
         xs: list[float] = []
         for col in s.inputs:
             v = row[col]
@@ -282,7 +290,7 @@ class PositionalParser:
         self.parent = parent
         self.n_cols = len(header)
         self.i_agent = idx[s.agent] if s.agent else None
-        self.i_time = idx[s.time]
+        self.i_time = idx[s.time] if s.time else None
         self.i_inputs = [(idx[c], c) for c in s.inputs]
         self.i_target = idx[s.target]
 
@@ -311,7 +319,7 @@ class PositionalParser:
                 raise BadRowError(
                     "missing_value", "empty agent key", origin=o, line=line, column=s.agent
                 )
-        t = _num(row[self.i_time], s.time, o, line)
+        t = float(line) if self.i_time is None else _num(row[self.i_time], s.time or "", o, line)
         xs = [_num(row[i], c, o, line) for i, c in self.i_inputs]
         y = _num(row[self.i_target], s.target, o, line)
         return p._finish(agent, t, xs, y, line)
