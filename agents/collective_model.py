@@ -80,10 +80,16 @@ from swarmgp.protocol.messages import Reduce
 
 __all__ = ["CollectiveEncoding", "CollectiveHyper", "CollectiveModel", "WarmupProgram"]
 
-#: L-BFGS evaluations of the warm-up, both stages together (each is two all-reduces). With a
-#: static component the first stage takes half; 35 left ozone's second stage short of its
-#: optimum (RMSE 13.66 at 35, 12.92 at 60; wind unchanged).
-DEFAULT_MAX_EVALS = 60
+#: L-BFGS evaluations of the warm-up, every start and stage together (each is two all-reduces).
+#: With one start, 35 left ozone's second stage short of its optimum (RMSE 13.66 at 35, 12.92
+#: at 60); three starts probe with a fifth each and leave the best two fifths to go on.
+DEFAULT_MAX_EVALS = 84
+#: Starts of the warm-up fit (:data:`START_ELL_FACTORS`).
+DEFAULT_STARTS = 3
+#: Initial length-scales of the warm-up's starts, as fractions of the agreed box's widths: a
+#: fit from long length-scales can settle where the structure is explained as noise (sites
+#: whose levels differ more than a smooth field allows), one from short ones where it is not.
+START_ELL_FACTORS = (0.5, 0.2, 0.1)
 #: The joint component's scale when the second warm-up stage switches it on (standardized
 #: units: half the targets' standard deviation).
 JOINT_RESTART_SCALE = 0.5
@@ -121,6 +127,9 @@ class CollectiveEncoding:
     #: every agent's bottom-k rows, :mod:`swarmgp.fusion.sample`), the Halton design filling
     #: what the data cannot; "halton": the Halton design over the agreed box alone.
     inducing_init: str = "halton"
+    #: Starts of the warm-up fit (:data:`START_ELL_FACTORS`): each is probed with a share of
+    #: ``max_evals``, then the best probe goes on with the rest (1: one fit from the first).
+    warmup_starts: int = DEFAULT_STARTS
 
     @property
     def m_static(self) -> int:
@@ -161,6 +170,8 @@ class CollectiveEncoding:
             key += ("static", self.static_dims, self.m_static)
         if self.inducing_init != "halton":
             key += ("z-init", self.inducing_init)
+        if self.warmup_starts != 1:  # (one start: the hash of earlier versions)
+            key += ("starts", self.warmup_starts)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
@@ -240,6 +251,10 @@ class WarmupProgram:
         self._stage = 2  # 1: the static field alone (a static component's first stage)
         self._evals_before = 0  # evaluations of finished stages
         self._lo = self._hi = np.zeros(0)
+        self._r0: np.ndarray | None = None  # round 0's result (the samples of --inducing-init)
+        self._leg = 0  # probe legs from each start, then the continuation of the best
+        self._probes: list[tuple[float, np.ndarray]] = []  # (bound, x) of each finished probe
+        self._stage_budget = 0
 
     # sizes
     def _stats_len(self) -> int:
@@ -253,15 +268,17 @@ class WarmupProgram:
         joint = enc.d * (1 + enc.inducing - enc.m_static)
         return joint + static + (2 if enc.site_effect else 0)
 
-    def _initial(self, std: _Standard, r0: np.ndarray | None = None) -> CollectiveParams:
+    def _initial(
+        self, std: _Standard, r0: np.ndarray | None = None, ell_factor: float = 0.5
+    ) -> CollectiveParams:
         """Initial theta: :func:`initial_params` over the agreed box; with round 0's result
         ``r0`` (``inducing_init="data"``), its sampled inputs, standardized, replace the first
         Halton points of each component (the design fills what the sample cannot)."""
         enc = self.enc
         tau = SITE_TAU0 if enc.site_effect else None
         theta = initial_params(
-            std.lo, std.hi, enc.inducing, enc.seed, tau=tau, static_dims=enc.static_dims,
-            m_static=enc.m_static,
+            std.lo, std.hi, enc.inducing, enc.seed, ell_factor=ell_factor, tau=tau,
+            static_dims=enc.static_dims, m_static=enc.m_static,
         )  # fmt: skip
         if r0 is None or not self._samples():
             return theta
@@ -365,23 +382,11 @@ class WarmupProgram:
             bnds = theta_bounds(self._theta0)
             self._lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
             self._hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
+            self._r0 = result
             self._evals_before = 0
-            if self._theta0.m_static and enc.max_evals >= 2:
-                # stage 1 fits the static field alone (the joint scale pinned at its floor):
-                # what persists is explained first, the joint part then explains what changes
-                x0, lo, hi, i = (
-                    self._theta0.to_vector(),
-                    self._lo.copy(),
-                    self._hi.copy(),
-                    self._i_s,
-                )
-                x0[i] = lo[i]
-                hi[i] = lo[i]
-                self._stage = 1
-                self._opt = BoxLBFGS(x0, lo, hi, max_evals=enc.max_evals // 2)
-            else:
-                self._stage = 2
-                self._opt = BoxLBFGS(self._theta0.to_vector(), self._lo, self._hi, enc.max_evals)
+            self._probes = []
+            self._leg = 0
+            self._begin_leg()
             return self._ask()
         assert self._opt is not None and self._theta is not None
         if rnd % 2 == 1:
@@ -420,6 +425,47 @@ class WarmupProgram:
         """Index of log s (the joint component's scale) in the theta vector."""
         return self.enc.d * (1 + self.enc.inducing - self.enc.m_static)
 
+    @property
+    def _starts(self) -> tuple[float, ...]:
+        """Length-scale factors of the probe legs (:data:`START_ELL_FACTORS`)."""
+        return START_ELL_FACTORS[: max(1, min(self.enc.warmup_starts, len(START_ELL_FACTORS)))]
+
+    def _leg_budget(self) -> int:
+        """Evaluations of the current leg: a probe's, or what the probes left for the last."""
+        k, enc = len(self._starts), self.enc
+        if k == 1:
+            return enc.max_evals
+        probe = max(2, enc.max_evals // (k + 2))  # k probes, then twice a probe's budget or more
+        return probe if self._leg < k else max(1, enc.max_evals - k * probe)
+
+    def _begin_leg(self) -> None:
+        """Start leg ``self._leg``: a probe from its own start (the two-stage fit), or, after
+        every probe, the continuation of the best probe with everything free."""
+        assert self._theta0 is not None and self._std is not None
+        budget = self._leg_budget()
+        self._scale_unset = True
+        if self._leg < len(self._starts):
+            theta = self._theta0
+            if self._leg > 0:
+                theta = self._initial(self._std, self._r0, self._starts[self._leg])
+            x0, lo, hi, i = theta.to_vector(), self._lo.copy(), self._hi.copy(), self._i_s
+            if theta.m_static and budget >= 2:
+                # stage 1 fits the static field alone (the joint scale pinned at its floor):
+                # what persists is explained first, the joint part then explains what changes
+                x0[i] = lo[i]
+                hi[i] = lo[i]
+                self._stage = 1
+                self._opt = BoxLBFGS(x0, lo, hi, max_evals=budget // 2)
+            else:
+                self._stage = 2
+                self._opt = BoxLBFGS(x0, self._lo, self._hi, max_evals=budget)
+            self._stage_budget = budget
+            return
+        _, x_best = max(self._probes, key=lambda p: p[0])
+        self._stage = 2
+        self._opt = BoxLBFGS(x_best, self._lo, self._hi, max_evals=budget)
+        self._stage_budget = budget
+
     def _ask(self) -> int | None:
         assert self._opt is not None
         x = self._opt.ask()
@@ -427,12 +473,21 @@ class WarmupProgram:
             # stage 2: everything free, from stage 1's best with the joint part switched on
             x0 = self._opt.x_best.copy()
             x0[self._i_s] = float(np.log(JOINT_RESTART_SCALE))
-            self._evals_before = self._opt.n_evals
-            budget = max(1, self.enc.max_evals - self._evals_before)
+            used = self._opt.n_evals
+            self._evals_before += used
             self._stage = 2
-            self._opt = BoxLBFGS(x0, self._lo, self._hi, max_evals=budget)
+            self._opt = BoxLBFGS(x0, self._lo, self._hi, max(1, self._stage_budget - used))
             self._scale_unset = True
             x = self._opt.ask()
+        if x is None and self._leg < len(self._starts) and len(self._starts) > 1:
+            # a probe ended: keep its best (the bound, unscaled) and start the next leg
+            if np.isfinite(self._opt.f_best):
+                self._probes.append((-self._opt.f_best * self._scale, self._opt.x_best.copy()))
+            self._evals_before += self._opt.n_evals
+            self._leg += 1
+            if self._leg < len(self._starts) or self._probes:
+                self._begin_leg()
+                x = self._opt.ask()
         if x is None:
             return None
         self._theta = self._from_vector(x)

@@ -17,7 +17,12 @@ import numpy as np
 
 from swarmgp.agents.agent import Agent
 from swarmgp.agents.allreduce import AllReduceTiming  # collective mode (issue 9)
-from swarmgp.agents.collective_model import CollectiveEncoding, CollectiveModel
+from swarmgp.agents.collective_model import (
+    DEFAULT_MAX_EVALS,
+    DEFAULT_STARTS,
+    CollectiveEncoding,
+    CollectiveModel,
+)
 from swarmgp.agents.config import AgentConfig, TimingConfig
 from swarmgp.agents.local_model import LocalModel, LocalModelConfig
 from swarmgp.agents.run_config import RunConfig
@@ -91,6 +96,8 @@ def common_encoding(cfg: RunConfig, d: int) -> Encoding | CollectiveEncoding:
             static_dims=static_dims(cfg, d),
             static_inducing=static_inducing(cfg),
             inducing_init=getattr(cfg.model, "inducing_init", "halton"),
+            warmup_starts=getattr(cfg.model, "warmup_starts", DEFAULT_STARTS),
+            max_evals=getattr(cfg.model, "warmup_evals", DEFAULT_MAX_EVALS),
         )
     return make_encoding(EncodingSpec(d=d, m=cfg.model.inducing))
 

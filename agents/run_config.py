@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from swarmgp.agents.collective_model import DEFAULT_MAX_EVALS, DEFAULT_STARTS
 from swarmgp.agents.config import ConfigError
 from swarmgp.agents.topology import TOPOLOGIES
 
@@ -150,6 +151,18 @@ class ModelConfig(_Section):
         "inputs other than --time-column that persists in time (when the time column is an "
         "input and without --site-effect; 0: none)",
         check=probability,
+    )
+    warmup_starts: int = _opt(
+        DEFAULT_STARTS,
+        "collective: starts of the warm-up fit (initial length-scales a half, a fifth and a "
+        "tenth of the box); each is probed, the best goes on",
+        check=at_least(1),
+    )
+    warmup_evals: int = _opt(
+        DEFAULT_MAX_EVALS,
+        "collective: L-BFGS evaluations of the warm-up, every start together (each is two "
+        "all-reduces over the tree)",
+        check=at_least(1),
     )
     inducing_init: str = _opt(
         "halton",

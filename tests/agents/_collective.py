@@ -40,12 +40,13 @@ class CollectiveSwarm:
         dt: float = 0.01,
         static: bool = False,
         inducing_init: str = "halton",
+        starts: int = 1,
     ) -> None:
         # static: the last input plays time, the others carry a static component (m // 4)
         self.enc = CollectiveEncoding(
             d=d, inducing=m, learn=learn, seed=seed, max_evals=max_evals,
             static_dims=tuple(range(d - 1)) if static else (), static_inducing=m // 4,
-            inducing_init=inducing_init,
+            inducing_init=inducing_init, warmup_starts=starts,
         )  # fmt: skip
         self.timing = TimingConfig.fast()
         self.ar_timing = AllReduceTiming(

@@ -206,3 +206,41 @@ def test_data_drawn_inducing_inputs_are_the_pooled_sample_on_every_agent(edges, 
     std = m0.std
     np.testing.assert_allclose(m0.params.Z, (pts - std.mx) / std.sx, rtol=0, atol=1e-12)
     np.testing.assert_allclose(m0.params.Z_st, (sites - std.mx[:1]) / std.sx[:1], atol=1e-12)
+
+
+def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
+    """Three starts (length-scales a half, a fifth, a tenth of the box): each probed with
+    max_evals // 5 evaluations, then the best probe's point goes on with the rest; the agreed
+    theta equals that schedule run on the pooled data, and every agent holds it."""
+    sw = CollectiveSwarm(5, tree_edges(5), seed=4, max_evals=15, starts=3)
+    sw.run_warmup(200.0)
+    assert_agreed(sw)
+    a0 = sw.agents[0]
+    assert a0.counters["allreduce.restarts"] == 0
+    std, p = a0.model.std, a0.model.params
+    X = np.concatenate([X for i in sorted(sw.data) for X, _ in sw.data[i]])
+    y = np.concatenate([y for i in sorted(sw.data) for _, y in sw.data[i]])
+    Xs, ys = (X - std.mx) / std.sx, (y - std.my) / std.sy
+
+    def run(x0, lo, hi, n):  # as the model: the objective scaled by its first value
+        opt, scale = BoxLBFGS(x0, lo, hi, max_evals=n), None
+        while (x := opt.ask()) is not None:
+            b, g = pooled_bound_and_grad(Xs, ys, p.like(x))
+            scale = max(1.0, abs(b)) if scale is None else scale
+            opt.tell(-b / scale, -g / scale)
+        return opt, scale
+
+    probes, used = [], 0
+    for ef in (0.5, 0.2, 0.1):
+        p0 = initial_params(std.lo, std.hi, sw.enc.inducing, sw.enc.seed, ell_factor=ef)
+        bnds = theta_bounds(p0)
+        lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
+        hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
+        opt, scale = run(p0.to_vector(), lo, hi, 3)
+        probes.append((-opt.f_best * scale, opt.x_best))
+        used += opt.n_evals
+    best = max(probes, key=lambda q: q[0])
+    last, _ = run(best[1], lo, hi, 15 - 3 * 3)
+    np.testing.assert_allclose(p.to_vector(), last.x_best, rtol=1e-9, atol=1e-9)
+    assert a0.model.warmup_evals == used + last.n_evals
+    assert pooled_bound_and_grad(Xs, ys, p)[0] >= max(q[0] for q in probes) - 1e-9
