@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -62,8 +63,8 @@ from swarmgp.agents.config import AgentConfig
 from swarmgp.agents.peers import Admit, Limits, PeerTable, incarnation_limit
 from swarmgp.agents.tree import SpanningTree
 from swarmgp.fusion.errors import SwarmGPError
-from swarmgp.fusion.summary import Summary, subtract
-from swarmgp.fusion.tree import tree_fused
+from swarmgp.fusion.linalg import packed_size
+from swarmgp.fusion.summary import Summary
 from swarmgp.protocol.messages import (
     Fuse,
     Goodbye,
@@ -185,15 +186,17 @@ class Agent:
         self._local = local_model.summary()
         self._local.validate()
         # fusion state: stored tree messages and change generations
-        self._incoming: dict[int, tuple[int, int, Summary]] = {}  # k -> (inc, version, M_ka)
+        self._incoming: dict[int, tuple[int, int, _Packed]] = {}  # k -> (inc, version, M_ka)
         self._in_gen: dict[int, int] = {}
         self._gen = 0  # changes when the local summary or the tree-neighbour set changes
         self._stamp = 0  # monotone source of generation/version numbers (never reused)
         self._tree_nbrs: frozenset[int] = frozenset()
         self._sent: dict[int, tuple[tuple[Any, ...], int]] = {}  # b -> (content key, version)
-        self._fused: Summary | None = None
+        self._fused_v: np.ndarray | None = None  # R_F(a) packed (see fused_summary)
+        self._fused_counts = (0, 0)  # its (n_obs, n_agents)
+        self._fused_ref: weakref.ref[Summary] | None = None  # the last full R_F(a) built
         self._fused_key: tuple[Any, ...] | None = None
-        self._fused_parts: dict[int, Summary] = {}  # the messages _fused was computed from
+        self._fused_parts: dict[int, _Packed] = {}  # the messages _fused_v was computed from
         # --fusion rounds: change rounds, holds and acknowledgements (see the module)
         self._rounds = getattr(config, "fusion", "tree") == "rounds"
         self._round = 1  # the round the own summary is at (gen 0: "missing" on the wire)
@@ -238,38 +241,57 @@ class Agent:
 
         Recomputed from scratch (fixed summation order) when the local summary or the tree
         neighbours change; when only some neighbours' messages changed since, updated in place
-        of a new sum as ``R_F + sum_k (M_ka_new - M_ka_old)``: two m^2 passes per changed message
-        instead of degree + 1.
+        of a new sum as ``R_F + sum_k (M_ka_new - M_ka_old)``: two passes per changed message
+        instead of degree + 1. The sum is kept packed (upper triangle of P, then h: half the
+        memory of the full matrix; the same additions entry by entry); the full Summary is
+        built from it on demand and reused while it is alive and the sum unchanged.
         """
+        v = self._fused_vec()
+        s = self._fused_ref() if self._fused_ref is not None else None
+        if s is None:
+            n_obs, n_agents = self._fused_counts
+            s = Summary.unpack(v, self.config.m, n_obs, n_agents, self.config.encoding_hash)
+            self._fused_ref = weakref.ref(s)
+        return s
+
+    def _fused_vec(self) -> np.ndarray:
+        """The packed ``R_F(a)`` (``Summary.pack`` layout), brought up to date."""
         key = self.fused_stamp
-        if self._fused is not None and key == self._fused_key:
-            return self._fused
+        v = self._fused_v
+        if v is not None and key == self._fused_key:
+            return v
         parts = self._fused_parts
-        changed = [k for k, v in self._incoming.items() if parts.get(k) is not v[2]]
+        changed = [k for k, e in self._incoming.items() if parts.get(k) is not e[2]]
         if (
-            self._fused is None
+            v is None
             or self._fused_key is None
             or key[0] != self._fused_key[0]
             or parts.keys() != self._incoming.keys()
             or 2 * len(changed) > len(parts) + 1
         ):
-            self._fused = tree_fused(self._local, {k: v[2] for k, v in self._incoming.items()})
+            # as fusion.tree.tree_fused: zeros, plus the local summary and every message in
+            # the order of repr(k), minus (count - 1) R_0
+            loc = self._local
+            v = np.zeros(packed_size(loc.m) + loc.m)
+            v += loc.pack()
+            n_obs, n_agents = loc.n_obs, loc.n_agents
+            for _, (_, _, msg) in sorted(self._incoming.items(), key=lambda kv: repr(kv[0])):
+                v += msg.v
+                n_obs += msg.n_obs
+                n_agents += msg.n_agents
+            v[_packed_diagonal(loc.m)] -= float(len(self._incoming))
         else:
-            f = self._fused
-            P, h = f.P.copy(), f.h.copy()
-            n_obs, n_agents = f.n_obs, f.n_agents
-            for k in sorted(changed):
+            n_obs, n_agents = self._fused_counts
+            for k in sorted(changed):  # v is this agent's own: updated in place
                 new, old = self._incoming[k][2], parts[k]
-                P += new.P
-                P -= old.P
-                h += new.h
-                h -= old.h
+                v += new.v
+                v -= old.v
                 n_obs += new.n_obs - old.n_obs
                 n_agents += new.n_agents - old.n_agents
-            self._fused = Summary(P, h, n_obs, n_agents, f.encoding_hash)
-        self._fused_parts = {k: v[2] for k, v in self._incoming.items()}
+        self._fused_v, self._fused_counts, self._fused_ref = v, (n_obs, n_agents), None
+        self._fused_parts = {k: e[2] for k, e in self._incoming.items()}
         self._fused_key = key
-        return self._fused
+        return v
 
     @property
     def fused_stamp(self) -> tuple[Any, ...]:
@@ -457,6 +479,12 @@ class Agent:
                 or msg.summary.n_obs > self.limits.max_obs
             ):
                 self._reject("implausible_counts")
+            elif (
+                msg.summary.encoding_hash != self.config.encoding_hash
+                or msg.summary.P.shape != (self.config.m, self.config.m)
+                or msg.summary.h.shape != (self.config.m,)
+            ):
+                self._reject("encoding_mismatch")  # it could not be fused with ours
             else:
                 peer.fuse_seq, peer.fuse_at = msg.seq, now
                 if self._fresh_seq(peer.state_seq, peer.state_at, msg.seq, now):
@@ -648,15 +676,20 @@ class Agent:
         if old is not None and old[0] == msg.incarnation and old[1] == msg.version:
             self.counters["fuse_unchanged"] += 1  # a resend: content identical
             return
-        self._incoming[k] = (msg.incarnation, msg.version, msg.summary)
+        sm = msg.summary  # kept packed: half the floats of the full P, nothing lost
+        self._incoming[k] = (
+            msg.incarnation,
+            msg.version,
+            _Packed(sm.pack(), sm.n_obs, sm.n_agents),
+        )
         self._in_gen[k] = self._next_stamp()
         if msg.gen > self._in_round.get(k, 0):
             self._progress_at = now  # a wave arrived: waves are under way
         self._in_round[k] = msg.gen
-        if old is not None and self._fused is not None:
+        if old is not None and self._fused_v is not None:
             # fold the change in now, so the cache no longer holds the replaced message
-            # (m^2 floats per tree neighbour that a 100k-agent simulation cannot afford)
-            _ = self.fused_summary
+            # (m^2 / 2 floats per tree neighbour that a 100k-agent simulation cannot afford)
+            self._fused_vec()
         if self._rounds and self._timeout_since is not None:
             # an input arrived after a hold timed out: hold longer next time (a deep subtree)
             self._late = max(self._late, now - self._timeout_since)
@@ -709,14 +742,15 @@ class Agent:
         if self._hb_due <= now and self.started:
             self._hb_due = math.inf
             self._last_hb = now
-            f = self.fused_summary
+            self._fused_vec()
+            n_obs, n_agents = self._fused_counts
             hb = Heartbeat(
                 self.id,
                 self.config.incarnation,
                 self._next_seq(),
                 self.tree.state,
-                f.n_agents,
-                f.n_obs,
+                n_agents,
+                n_obs,
                 self._acks(),
             )
             for p in self.peers.ids():
@@ -738,14 +772,15 @@ class Agent:
             else:
                 out.extend(self._fuse_round(now, force))
         if self._ack_to and self.started:
-            f = self.fused_summary
+            self._fused_vec()
+            n_obs, n_agents = self._fused_counts
             ack = Heartbeat(
                 self.id,
                 self.config.incarnation,
                 self._next_seq(),
                 self.tree.state,
-                f.n_agents,
-                f.n_obs,
+                n_agents,
+                n_obs,
                 self._acks(),
             )
             out.extend((k, ack) for k in sorted(self._ack_to))
@@ -759,12 +794,29 @@ class Agent:
             return ()
         return tuple((k, v[0], v[1]) for k, v in sorted(self._incoming.items()))
 
-    def _fuse_message(self, b: int, version: int, gen: int, fused: Summary) -> Fuse:
-        # R_F(a) - M_ba + R_0: O(m^2) per message (tree_message would be O(degree m^2))
-        inc = self._incoming.get(b)
-        M = subtract(fused, inc[2]) if inc is not None else fused
+    def _fuse_message(self, b: int, version: int, gen: int) -> Fuse:
         return Fuse(
-            self.id, self.config.incarnation, self._next_seq(), b, version, self.tree.state, M, gen
+            self.id,
+            self.config.incarnation,
+            self._next_seq(),
+            b,
+            version,
+            self.tree.state,
+            self._message_summary(b),
+            gen,
+        )
+
+    def _message_summary(self, b: int) -> Summary:
+        """``M_ab = R_F(a) - M_ba + R_0``: O(m^2) (tree_message would be O(degree m^2))."""
+        inc = self._incoming.get(b)
+        if inc is None:
+            return self.fused_summary
+        m, M_ba = self.config.m, inc[2]
+        v = self._fused_vec() - M_ba.v  # as fusion.summary.subtract, entry by entry
+        v[_packed_diagonal(m)] += 1.0
+        n_obs, n_agents = self._fused_counts
+        return Summary.unpack(
+            v, m, n_obs - M_ba.n_obs, n_agents - M_ba.n_agents, self.config.encoding_hash
         )
 
     def _fuse_round_rounds(self, now: float, force: bool) -> list[Outbound]:
@@ -804,7 +856,6 @@ class Agent:
             settling, self._unstable_since = False, None
         self._complete = max(self._complete, min(self._round, *gens.values()))
         out: list[Outbound] = []
-        fused: Summary | None = None
         fresh = 0
         for b in nbrs:
             ins = tuple((k, self._in_gen[k]) for k in nbrs if k != b and k in self._in_gen)
@@ -817,8 +868,7 @@ class Agent:
                     and b not in self._acked
                     and now - self._sent_at.get(b, -math.inf) >= t.fuse_resend_s / 2
                 ):
-                    fused = fused if fused is not None else self.fused_summary
-                    out.append((b, self._fuse_message(b, prev[1], self._sent_gen[b], fused)))
+                    out.append((b, self._fuse_message(b, prev[1], self._sent_gen[b])))
                     self._sent_at[b] = now
                     self.counters["tx.fuse_resend"] += 1
                 continue
@@ -854,8 +904,7 @@ class Agent:
             self._sent[b] = (key, version)
             self._sent_gen[b], self._sent_at[b] = gen, now
             self._acked.discard(b)
-            fused = fused if fused is not None else self.fused_summary
-            out.append((b, self._fuse_message(b, version, gen, fused)))
+            out.append((b, self._fuse_message(b, version, gen)))
             fresh += 1
         if fresh:
             self._last_fuse = now
@@ -869,7 +918,6 @@ class Agent:
         nbrs = sorted(self._tree_nbrs)
         if not nbrs:
             return []
-        fused = self.fused_summary
         out: list[Outbound] = []
         for b in nbrs:
             key = (self._gen, tuple((k, self._in_gen.get(k, 0)) for k in nbrs if k != b))
@@ -879,23 +927,35 @@ class Agent:
             # versions come from one monotone counter, so a re-formed edge never reuses one
             version = prev[1] if prev is not None and prev[0] == key else self._next_stamp()
             self._sent[b] = (key, version)
-            # R_F(a) - M_ba + R_0: O(m^2) per message (tree_message would be O(degree m^2))
-            inc = self._incoming.get(b)
-            M = subtract(fused, inc[2]) if inc is not None else fused
-            out.append(
-                (
-                    b,
-                    Fuse(
-                        self.id,
-                        self.config.incarnation,
-                        self._next_seq(),
-                        b,
-                        version,
-                        self.tree.state,
-                        M,
-                    ),
-                )
+            M = self._message_summary(b)
+            fuse = Fuse(
+                self.id, self.config.incarnation, self._next_seq(), b, version, self.tree.state, M
             )
+            out.append((b, fuse))
         self._last_fuse = now
         self.counters["tx.fuse"] += len(out)
         return out
+
+
+class _Packed:
+    """A tree message as the agent keeps it: ``Summary.pack()`` (the upper triangle of P, then
+    h) and its counts. P is symmetric, so nothing is lost (the codec sends the same values),
+    at half the floats of the full matrix."""
+
+    __slots__ = ("v", "n_obs", "n_agents")
+
+    def __init__(self, v: np.ndarray, n_obs: int, n_agents: int) -> None:
+        self.v, self.n_obs, self.n_agents = v, n_obs, n_agents
+
+
+_DIAGONAL: dict[int, np.ndarray] = {}
+
+
+def _packed_diagonal(m: int) -> np.ndarray:
+    """Positions of P's diagonal in the packed layout (row i of the upper triangle starts at
+    ``i m - i (i - 1) / 2``)."""
+    idx = _DIAGONAL.get(m)
+    if idx is None:
+        i = np.arange(m)
+        idx = _DIAGONAL[m] = i * m - i * (i - 1) // 2
+    return idx

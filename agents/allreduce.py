@@ -354,6 +354,9 @@ class AllReduce:
         self.finished = True
         self._key = None
         self._hold_until = -math.inf
+        # a finished member only answers with the final state: the round's vectors are done
+        self._own, self._parts, self._up, self._down = None, {}, None, None
+        self._down_acked = set()
 
     def _census(self, tv: TreeView, now: float) -> np.ndarray:
         """This member's census entries: [member, ready, tree changed lately, height 0]."""

@@ -88,7 +88,7 @@ class Admit(Enum):
     DUPLICATE = "duplicate"  # an older life still speaking long after a newer one: two processes
 
 
-@dataclass
+@dataclass(slots=True)
 class Peer:
     """What one agent knows of one peer.
 
