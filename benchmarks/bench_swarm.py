@@ -64,7 +64,7 @@ def bench_codec(m: int = 100, reps: int = 3000) -> dict[str, float]:
 
 
 def bench_swarm(
-    n: int, topology: str, m: int, heartbeat: float, timeout: float, fusion: str = "tree"
+    n: int, topology: str, m: int, heartbeat: float, timeout: float, fusion: str = "rounds"
 ) -> dict:
     batches = 2
     _, cfg = launch.parse_config(
@@ -141,7 +141,12 @@ def main() -> int:
     p.add_argument("--inducing", type=int, default=100)
     p.add_argument("--heartbeat", type=float, default=0.1)
     p.add_argument("--timeout", type=float, default=180.0)
-    p.add_argument("--fusion", nargs="+", default=["tree"], help="fusion protocols: tree rounds")
+    p.add_argument(
+        "--fusion",
+        nargs="+",
+        default=["rounds"],
+        help="fusion protocols (rounds, the default of launch.py; tree)",
+    )
     p.add_argument("--out", help="write results as JSON here")
     a = p.parse_args()
     res = {"codec": bench_codec(a.inducing), "swarms": []}
