@@ -44,6 +44,23 @@ def assert_agreed(sw: CollectiveSwarm) -> None:
     assert all(np.array_equal(s, std[0]) for s in std)
 
 
+def _pooled_rows(sw, std):
+    """Every agent's rows in id order, raw and standardized by the agreed ``std``."""
+    X = np.concatenate([X for i in sorted(sw.data) for X, _ in sw.data[i]])
+    y = np.concatenate([y for i in sorted(sw.data) for _, y in sw.data[i]])
+    return X, y, (X - std.mx) / std.sx, (y - std.my) / std.sy
+
+
+def _scaled_lbfgs(Xs, ys, params, x0, lo, hi, n):
+    """BoxLBFGS on the pooled bound as the warm-up runs it: scaled by its first value."""
+    opt, scale = BoxLBFGS(x0, lo, hi, max_evals=n), None
+    while (x := opt.ask()) is not None:
+        b, g = pooled_bound_and_grad(Xs, ys, params.like(x))
+        scale = max(1.0, abs(b)) if scale is None else scale
+        opt.tell(-b / scale, -g / scale)
+    return opt, scale
+
+
 @pytest.mark.parametrize(
     ("name", "edges", "loss", "static"),
     [
@@ -79,9 +96,7 @@ def test_learned_theta_matches_pooled_optimization():
     a0 = sw.agents[0]
     assert a0.counters["allreduce.restarts"] == 0
     std, p = a0.model.std, a0.model.params
-    X = np.concatenate([X for i in sorted(sw.data) for X, _ in sw.data[i]])
-    y = np.concatenate([y for i in sorted(sw.data) for _, y in sw.data[i]])
-    Xs, ys = (X - std.mx) / std.sx, (y - std.my) / std.sy
+    X, y, Xs, ys = _pooled_rows(sw, std)
     # the standardization is the pooled one
     assert np.allclose(std.mx, X.mean(0), rtol=1e-12) and np.isclose(std.sy, y.std(), rtol=1e-10)
     p0 = initial_params(std.lo, std.hi, sw.enc.inducing, sw.enc.seed)
@@ -98,9 +113,7 @@ def test_static_warmup_fits_the_static_field_first_then_everything():
     a0 = sw.agents[0]
     assert a0.counters["allreduce.restarts"] == 0
     std, p = a0.model.std, a0.model.params
-    X = np.concatenate([X for i in sorted(sw.data) for X, _ in sw.data[i]])
-    y = np.concatenate([y for i in sorted(sw.data) for _, y in sw.data[i]])
-    Xs, ys = (X - std.mx) / std.sx, (y - std.my) / std.sy
+    X, y, Xs, ys = _pooled_rows(sw, std)
     p0 = initial_params(std.lo, std.hi, 8, sw.enc.seed, static_dims=(0,), m_static=2)
     i = p0.d * (1 + p0.m_joint)
     lo = np.array([-np.inf if b[0] is None else b[0] for b in theta_bounds(p0)])
@@ -108,19 +121,11 @@ def test_static_warmup_fits_the_static_field_first_then_everything():
     x0 = p0.to_vector()
     x0[i] = hi[i] = lo[i]
 
-    def run(opt):  # as the model: the objective scaled by its first value, per stage
-        scale = None
-        while (x := opt.ask()) is not None:
-            b, g = pooled_bound_and_grad(Xs, ys, p0.like(x))
-            scale = max(1.0, abs(b)) if scale is None else scale
-            opt.tell(-b / scale, -g / scale)
-        return opt
-
-    one = run(BoxLBFGS(x0, lo, hi, max_evals=5))
+    one, _ = _scaled_lbfgs(Xs, ys, p0, x0, lo, hi, 5)  # per stage, as the model
     x1 = one.x_best.copy()
     x1[i] = np.log(0.5)
     hi[i] = np.log(1e3)
-    two = run(BoxLBFGS(x1, lo, hi, max_evals=10 - one.n_evals))
+    two, _ = _scaled_lbfgs(Xs, ys, p0, x1, lo, hi, 10 - one.n_evals)
     np.testing.assert_allclose(p.to_vector(), two.x_best, rtol=1e-9, atol=1e-9)
     assert a0.model.warmup_evals == one.n_evals + two.n_evals
     assert p.log_s > lo[i] and p.m_static == 2
@@ -218,17 +223,7 @@ def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
     a0 = sw.agents[0]
     assert a0.counters["allreduce.restarts"] == 0
     std, p = a0.model.std, a0.model.params
-    X = np.concatenate([X for i in sorted(sw.data) for X, _ in sw.data[i]])
-    y = np.concatenate([y for i in sorted(sw.data) for _, y in sw.data[i]])
-    Xs, ys = (X - std.mx) / std.sx, (y - std.my) / std.sy
-
-    def run(x0, lo, hi, n):  # as the model: the objective scaled by its first value
-        opt, scale = BoxLBFGS(x0, lo, hi, max_evals=n), None
-        while (x := opt.ask()) is not None:
-            b, g = pooled_bound_and_grad(Xs, ys, p.like(x))
-            scale = max(1.0, abs(b)) if scale is None else scale
-            opt.tell(-b / scale, -g / scale)
-        return opt, scale
+    X, y, Xs, ys = _pooled_rows(sw, std)
 
     probes, used = [], 0
     for ef in (0.5, 0.2, 0.1):
@@ -236,11 +231,11 @@ def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
         bnds = theta_bounds(p0)
         lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
         hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
-        opt, scale = run(p0.to_vector(), lo, hi, 3)
+        opt, scale = _scaled_lbfgs(Xs, ys, p, p0.to_vector(), lo, hi, 3)
         probes.append((-opt.f_best * scale, opt.x_best))
         used += opt.n_evals
     best = max(probes, key=lambda q: q[0])
-    last, _ = run(best[1], lo, hi, 15 - 3 * 3)
+    last, _ = _scaled_lbfgs(Xs, ys, p, best[1], lo, hi, 15 - 3 * 3)
     np.testing.assert_allclose(p.to_vector(), last.x_best, rtol=1e-9, atol=1e-9)
     assert a0.model.warmup_evals == used + last.n_evals
     assert pooled_bound_and_grad(Xs, ys, p)[0] >= max(q[0] for q in probes) - 1e-9
