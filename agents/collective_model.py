@@ -78,7 +78,13 @@ from swarmgp.fusion.sample import EMPTY_KEY, merge_samples, sample_points, sampl
 from swarmgp.fusion.summary import Summary
 from swarmgp.protocol.messages import Reduce
 
-__all__ = ["CollectiveEncoding", "CollectiveHyper", "CollectiveModel", "WarmupProgram"]
+__all__ = [
+    "CollectiveEncoding",
+    "CollectiveHyper",
+    "CollectiveModel",
+    "WarmupMemo",
+    "WarmupProgram",
+]
 
 #: L-BFGS evaluations of the warm-up, every start and stage together (each is two all-reduces).
 #: With one start, 35 left ozone's second stage short of its optimum (RMSE 13.66 at 35, 12.92
@@ -229,6 +235,41 @@ def _with_box(std: _Standard, box: tuple[tuple[float, float], ...]) -> _Standard
     lo = np.where(have, (b[:, 0] - std.mx) / std.sx, std.lo)
     hi = np.where(have, (b[:, 1] - std.mx) / std.sx, std.hi)
     return _Standard(std.mx, std.sx, std.my, std.sy, lo, hi)
+
+
+class WarmupMemo:
+    """The warm-up's statistics-round evaluations, shared by the agents of one process.
+
+    Every member of a session receives the bit-identical round result and holds the same theta,
+    so :func:`~swarmgp.fusion.collapsed.bound_and_stat_grads` (O(m^3)) gives the same numbers
+    on each: the simulator passes one memo to all its agents and each evaluation runs once. A
+    real agent process runs one agent and passes none. Keyed by a digest of the theta vector
+    and the result; the last ``size`` entries are kept; cached arrays are read-only.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.hits = 0
+        self._items: dict[bytes, tuple[Any, ...]] = {}
+
+    @staticmethod
+    def key(theta: np.ndarray, result: np.ndarray) -> bytes:
+        h = hashlib.blake2b(np.ascontiguousarray(theta, dtype="<f8").tobytes(), digest_size=16)
+        h.update(np.ascontiguousarray(result, dtype="<f8").tobytes())
+        return h.digest()
+
+    def get(self, key: bytes) -> tuple[Any, ...] | None:
+        ev = self._items.get(key)
+        self.hits += ev is not None
+        return ev
+
+    def put(self, key: bytes, ev: tuple[Any, ...]) -> None:
+        for a in ev:
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+        self._items[key] = ev
+        while len(self._items) > self.size:
+            del self._items[next(iter(self._items))]
 
 
 class WarmupProgram:
@@ -390,10 +431,15 @@ class WarmupProgram:
             return self._ask()
         assert self._opt is not None and self._theta is not None
         if rnd % 2 == 1:
+            memo = self.model.warmup_memo
+            key = memo.key(self._theta.to_vector(), result) if memo is not None else b""
+            cached = memo.get(key) if memo is not None else None
             try:
                 th = self._theta
                 ev: tuple[Any, ...]
-                if enc.site_effect:
+                if cached is not None:
+                    ev = cached
+                elif enc.site_effect:
                     sst = SiteStats.unpack(result, enc.inducing)
                     ev = site_bound_and_grads(sst, th.log_s, th.log_sn, th.log_sb)
                 else:
@@ -401,6 +447,8 @@ class WarmupProgram:
                     ev = bound_and_stat_grads(st, th.log_s, th.log_sn, th.log_sb, th.static)
                 if not np.isfinite(ev[0]):
                     raise SwarmGPError("non-finite bound")
+                if memo is not None and cached is None:
+                    memo.put(key, ev)
             except SwarmGPError:
                 self._opt.tell(np.inf, np.full(self._theta.to_vector().shape, np.nan))
                 return self._ask()
@@ -542,8 +590,15 @@ class CollectiveModel:
         ``collective.*`` counts (shared with the agent's counters once it steps).
     """
 
-    def __init__(self, encoding: CollectiveEncoding, timing: AllReduceTiming | None = None) -> None:
+    def __init__(
+        self,
+        encoding: CollectiveEncoding,
+        timing: AllReduceTiming | None = None,
+        warmup_memo: WarmupMemo | None = None,
+    ) -> None:
         self.encoding = encoding
+        #: shared by the agents of one process (the simulator's), None in a real agent process
+        self.warmup_memo = warmup_memo
         self.encoder = None  # no paper-mode encoder (the simulator's ESS report skips it)
         self.params: CollectiveParams | None = None
         self.std: _Standard | None = None

@@ -22,6 +22,7 @@ from swarmgp.agents.collective_model import (
     DEFAULT_STARTS,
     CollectiveEncoding,
     CollectiveModel,
+    WarmupMemo,
 )
 from swarmgp.agents.config import AgentConfig, TimingConfig
 from swarmgp.agents.local_model import LocalModel, LocalModelConfig
@@ -188,6 +189,7 @@ def build_agent(
     endpoint: str = "",
     status_extra: Callable[[], dict[str, Any]] | None = None,
     counters: Counter[str] | None = None,
+    warmup_memo: WarmupMemo | None = None,
 ) -> Agent:
     """One agent of the run, with its local model.
 
@@ -214,6 +216,9 @@ def build_agent(
         Driver facts merged into status replies.
     counters : collections.Counter, optional
         The agent's counters, shared with a transport that counts into them.
+    warmup_memo : WarmupMemo, optional
+        Collective mode: the warm-up evaluations shared by every agent of this process (the
+        simulator's; a real agent process has none).
     """
     r_model, r_agent = (np.random.default_rng(s) for s in seeds.spawn(2))
     config = AgentConfig(
@@ -229,7 +234,7 @@ def build_agent(
     )
     model: LocalModel | CollectiveModel
     if isinstance(encoding, CollectiveEncoding):  # collective mode (issue 9)
-        model = CollectiveModel(encoding, collective_timing(cfg))
+        model = CollectiveModel(encoding, collective_timing(cfg), warmup_memo)
     else:
         model = LocalModel(encoding, model_config(cfg, encoding.d), r_model)
     return Agent(config, model, now, rng=r_agent, status_extra=status_extra, counters=counters)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from swarmgp.agents.agent import Agent
+from swarmgp.agents.collective_model import WarmupMemo
 from swarmgp.agents.factory import agent_seeds, build_agent, common_encoding
 from swarmgp.agents.run_config import RunConfig
 from swarmgp.agents.runtime.report import Scores, build_report, peak_rss_mb
@@ -182,6 +183,7 @@ def build_swarm(
     diam = diameter(adjacency)
     max_dist = max(255, 2 * diam + 2)
     interval = cfg.timing.batch_interval
+    memo = WarmupMemo()  # the warm-up's identical evaluations, once per process
 
     def factory(a: int, incarnation: int, now: float) -> Agent:
         return build_agent(
@@ -193,6 +195,7 @@ def build_swarm(
             now=now,
             seeds=agent_seeds(cfg.seed, a, incarnation),
             max_dist=max_dist,
+            warmup_memo=memo,
         )
 
     t_data_end = (max((streams.n_batches(a) for a in range(A)), default=0) + 0.5) * interval

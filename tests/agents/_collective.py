@@ -41,6 +41,7 @@ class CollectiveSwarm:
         static: bool = False,
         inducing_init: str = "halton",
         starts: int = 1,
+        memo: object = None,
     ) -> None:
         # static: the last input plays time, the others carry a static component (m // 4)
         self.enc = CollectiveEncoding(
@@ -48,6 +49,7 @@ class CollectiveSwarm:
             static_dims=tuple(range(d - 1)) if static else (), static_inducing=m // 4,
             inducing_init=inducing_init, warmup_starts=starts,
         )  # fmt: skip
+        self.memo = memo  # a WarmupMemo shared by the agents, or None
         self.timing = TimingConfig.fast()
         self.ar_timing = AllReduceTiming(
             resend_s=0.05, settle_s=0.1, round_timeout_s=1.0, ready_wait_s=1.0, max_attempts=6
@@ -73,7 +75,7 @@ class CollectiveSwarm:
             i, tuple(self.nb[i]), self.enc.m, self.enc.hash, incarnation=self.inc,
             timing=self.timing, max_dist=len(self.nb),
         )  # fmt: skip
-        a = Agent(cfg, CollectiveModel(self.enc, self.ar_timing), self.t, self.rng)
+        a = Agent(cfg, CollectiveModel(self.enc, self.ar_timing, self.memo), self.t, self.rng)
         tr = self.net.transport(i)
         self.agents[i], self.transports[i] = a, tr
         self._send(i, a.start(self.t))

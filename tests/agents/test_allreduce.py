@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from swarmgp.agents.collective_model import CollectiveModel
+from swarmgp.agents.collective_model import CollectiveModel, WarmupMemo
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
     batch_stats,
@@ -239,3 +239,18 @@ def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
     np.testing.assert_allclose(p.to_vector(), last.x_best, rtol=1e-9, atol=1e-9)
     assert a0.model.warmup_evals == used + last.n_evals
     assert pooled_bound_and_grad(Xs, ys, p)[0] >= max(q[0] for q in probes) - 1e-9
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.3])
+def test_a_shared_warmup_memo_changes_nothing(loss):
+    """The simulator's WarmupMemo: each statistics-round evaluation runs once for all agents,
+    and every agent ends with the theta it reaches without the memo, bit for bit."""
+    runs = {}
+    for memo in (None, WarmupMemo()):
+        sw = CollectiveSwarm(6, ring(6), loss=loss, seed=3, static=True, starts=3, memo=memo)
+        sw.run_warmup(200.0)
+        assert_agreed(sw)
+        runs[memo is None] = next(iter(sw.agents.values())).model.params.to_vector()
+        if memo is not None:
+            assert memo.hits >= 5 * sw.agents[0].model.warmup_evals  # 6 agents, one computes
+    assert np.array_equal(runs[True], runs[False])
