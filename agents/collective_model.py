@@ -296,6 +296,7 @@ class WarmupProgram:
         self._leg = 0  # probe legs from each start, then the continuation of the best
         self._probes: list[tuple[float, np.ndarray]] = []  # (bound, x) of each finished probe
         self._stage_budget = 0
+        self._sections = self._sample_sections(self.enc)  # fixed by the encoding
 
     # sizes
     def _stats_len(self) -> int:
@@ -321,10 +322,10 @@ class WarmupProgram:
             std.lo, std.hi, enc.inducing, enc.seed, ell_factor=ell_factor, tau=tau,
             static_dims=enc.static_dims, m_static=enc.m_static,
         )  # fmt: skip
-        if r0 is None or not self._samples():
+        if r0 is None or not self._sections:
             return theta
         Z, Z_st = theta.Z.copy(), None if theta.Z_st is None else theta.Z_st.copy()
-        for (off, k, dims), target in zip(self._samples(), (Z, Z_st), strict=False):
+        for (off, k, dims), target in zip(self._sections, (Z, Z_st), strict=False):
             if target is None:
                 continue
             cols = list(dims)
@@ -332,10 +333,10 @@ class WarmupProgram:
             target[: pts.shape[0]] = (pts - std.mx[cols]) / std.sx[cols]
         return replace(theta, Z=Z, Z_st=Z_st)
 
-    def _samples(self) -> list[tuple[int, int, tuple[int, ...]]]:
+    @staticmethod
+    def _sample_sections(enc: CollectiveEncoding) -> list[tuple[int, int, tuple[int, ...]]]:
         """Round 0's sample sections ``(offset, slots, input columns)``: the joint component's
         inputs, then the static component's (its inputs only: one row per site)."""
-        enc = self.enc
         if enc.inducing_init != "data":
             return []
         off, d = 3 + 4 * enc.d, enc.d
@@ -345,7 +346,7 @@ class WarmupProgram:
         return out
 
     def _round0_len(self) -> int:
-        return 3 + 4 * self.enc.d + sum(k * (1 + len(c)) for _, k, c in self._samples())
+        return 3 + 4 * self.enc.d + sum(k * (1 + len(c)) for _, k, c in self._sections)
 
     def _from_vector(self, v: np.ndarray) -> CollectiveParams:
         return self.enc.theta_from_vector(v)
@@ -363,7 +364,7 @@ class WarmupProgram:
         v = np.zeros(size)
         if rnd == 0:
             v[3 + 2 * self.enc.d : 3 + 4 * self.enc.d] = _NEG
-            for off, k, cols in self._samples():
+            for off, k, cols in self._sections:
                 v[off : off + k * (1 + len(cols)) : 1 + len(cols)] = EMPTY_KEY
         return v
 
@@ -374,7 +375,7 @@ class WarmupProgram:
         if rnd == 0:
             k, e = 3 + 2 * self.enc.d, 3 + 4 * self.enc.d
             total[k:e] = np.max(np.stack([p[k:e] for p in parts]), axis=0)
-            for off, n, cols in self._samples():
+            for off, n, cols in self._sections:
                 end = off + n * (1 + len(cols))
                 total[off:end] = merge_samples([p[off:end] for p in parts], n, len(cols))
         return total
@@ -392,7 +393,7 @@ class WarmupProgram:
             return np.concatenate(
                 [[X.shape[0]], X.sum(0), (X * X).sum(0), [y.sum(), y @ y], X.max(0), (-X).max(0)]
                 + [sample_rows(X[:, list(c)], k, seed + j) for j, (_, k, c) in
-                   enumerate(self._samples())]
+                   enumerate(self._sections)]
             )  # fmt: skip
         assert self._std is not None and self._theta is not None
         Xs, ys = self.model._standardize(self._X, self._y, self._std)
@@ -490,7 +491,7 @@ class WarmupProgram:
         """Start leg ``self._leg``: a probe from its own start (the two-stage fit), or, after
         every probe, the continuation of the best probe with everything free."""
         assert self._theta0 is not None and self._std is not None
-        budget = self._leg_budget()
+        budget = self._stage_budget = self._leg_budget()
         self._scale_unset = True
         if self._leg < len(self._starts):
             theta = self._theta0
@@ -507,12 +508,10 @@ class WarmupProgram:
             else:
                 self._stage = 2
                 self._opt = BoxLBFGS(x0, self._lo, self._hi, max_evals=budget)
-            self._stage_budget = budget
             return
         _, x_best = max(self._probes, key=lambda p: p[0])
         self._stage = 2
         self._opt = BoxLBFGS(x_best, self._lo, self._hi, max_evals=budget)
-        self._stage_budget = budget
 
     def _ask(self) -> int | None:
         assert self._opt is not None
