@@ -54,13 +54,16 @@ import numpy as np
 from swarmgp.agents.allreduce import AllReduce, AllReduceTiming, TreeView
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
+    KernelFactor,
     SiteStats,
     Stats,
     add_stats,
     assemble_grad,
     batch_stats,
     bound_and_stat_grads,
+    inducing_grad,
     initial_params,
+    kernel_factors,
     local_grad_contribution,
     predict_collective,
     predict_site,
@@ -165,7 +168,7 @@ class CollectiveEncoding:
     @property
     def hash(self) -> str:
         """16 hex digits identifying the run's collective settings."""
-        key: tuple[object, ...] = ("collective-v1", self.d, self.inducing, self.warmup_batches)
+        key: tuple[object, ...] = ("collective-v2", self.d, self.inducing, self.warmup_batches)
         key += (self.learn,)
         key += (self.seed, self.max_evals)
         if self.box:
@@ -251,6 +254,7 @@ class WarmupMemo:
         self.size = size
         self.hits = 0
         self._items: dict[bytes, tuple[Any, ...]] = {}
+        self._factors: dict[bytes, tuple[KernelFactor, ...]] = {}
 
     @staticmethod
     def key(theta: np.ndarray, result: np.ndarray) -> bytes:
@@ -271,6 +275,25 @@ class WarmupMemo:
         while len(self._items) > self.size:
             del self._items[next(iter(self._items))]
 
+    def factors(self, theta: CollectiveParams) -> tuple[KernelFactor, ...]:
+        """:func:`~swarmgp.fusion.collapsed.kernel_factors` of ``theta``, once per theta."""
+        key = self.key(theta.to_vector(), np.array([theta.jitter]))
+        fs = self._factors.get(key)
+        if fs is None:
+            fs = kernel_factors(theta)
+            for f in fs:
+                for a in (f.ZW, f.Kzz, f.L):
+                    a.flags.writeable = False
+            self._factors[key] = fs
+            while len(self._factors) > self.size:
+                del self._factors[next(iter(self._factors))]
+        return fs
+
+
+def factors_of(theta: CollectiveParams, memo: WarmupMemo | None) -> tuple[KernelFactor, ...]:
+    """``theta``'s K_ZZ factors, shared through ``memo`` (the simulator's) when there is one."""
+    return kernel_factors(theta) if memo is None else memo.factors(theta)
+
 
 class WarmupProgram:
     """The warm-up as an all-reduce program (see the module docstring); one per agent."""
@@ -286,7 +309,11 @@ class WarmupProgram:
         self._theta: CollectiveParams | None = None
         self._theta0: CollectiveParams | None = None
         self._best: CollectiveParams | None = None
-        self._eval: tuple[Any, ...] | None = None  # (bound, dG, dg, [site terms,] direct)
+        # (bound, dG, dg, direct, inducing_grad) or, with the site effect,
+        # (bound, dG, dg, trace_coef, direct)
+        self._eval: tuple[Any, ...] | None = None
+        self._Xs = self._ys = np.zeros(0)  # the snapshot, in the session's standardization
+        self._factors: tuple[KernelFactor, ...] | None = None  # of self._theta
         self._scale = 1.0
         self._scale_unset = True
         self._stage = 2  # 1: the static field alone (a static component's first stage)
@@ -355,6 +382,7 @@ class WarmupProgram:
         if self._std is not None:
             self._last_std = self._std
         self._std, self._opt, self._eval, self._theta = None, None, None, None
+        self._factors = None
         return self._round0_len()
 
     def ready(self, now: float) -> bool:
@@ -396,26 +424,37 @@ class WarmupProgram:
                    enumerate(self._sections)]
             )  # fmt: skip
         assert self._std is not None and self._theta is not None
-        Xs, ys = self.model._standardize(self._X, self._y, self._std)
+        Xs, ys, th = self._Xs, self._ys, self._theta
         if rnd % 2 == 1:  # statistics under theta
             if Xs.shape[0] == 0:
                 return np.zeros(self._stats_len())
+            st = batch_stats(Xs, ys, th, self._theta_factors())
             if self.enc.site_effect:  # this agent's rows are one site: adjusted statistics
-                return site_adjust(batch_stats(Xs, ys, self._theta), self._theta).pack()
-            return batch_stats(Xs, ys, self._theta).pack()
+                return site_adjust(st, th).pack()
+            return st.pack()
         assert self._eval is not None
         if Xs.shape[0] == 0:
             return np.zeros(self._grad_len())
         if self.enc.site_effect:
             _, dG, dg, tc, _ = self._eval
-            return site_local_contribution(Xs, ys, self._theta, dG, dg, tc)
-        _, dG, dg, _ = self._eval[:4]
-        return local_grad_contribution(Xs, ys, self._theta, dG, dg)
+            return site_local_contribution(Xs, ys, th, dG, dg, tc)
+        _, dG, dg = self._eval[:3]
+        # the path through L is added once, from the fused statistics (inducing_grad)
+        fs = self._theta_factors()
+        return local_grad_contribution(Xs, ys, th, dG, dg, factors=fs, through_L=False)
+
+    def _theta_factors(self) -> tuple[KernelFactor, ...]:
+        """K_ZZ factors of the current theta (one Cholesky per evaluation, both rounds)."""
+        assert self._theta is not None
+        if self._factors is None:
+            self._factors = factors_of(self._theta, self.model.warmup_memo)
+        return self._factors
 
     def apply(self, rnd: int, result: np.ndarray) -> int | None:
         enc = self.enc
         if rnd == 0:
             self._std = _with_box(_standard_from_sums(result, enc.d), enc.box)
+            self._Xs, self._ys = self.model._standardize(self._X, self._y, self._std)
             self._theta0 = self._initial(self._std, result)
             self._best = self._theta0
             self._scale_unset = True
@@ -445,7 +484,11 @@ class WarmupProgram:
                     ev = site_bound_and_grads(sst, th.log_s, th.log_sn, th.log_sb)
                 else:
                     st = Stats.unpack(result, enc.inducing)
-                    ev = bound_and_stat_grads(st, th.log_s, th.log_sn, th.log_sb, th.static)
+                    bound, dG, dg, direct = bound_and_stat_grads(
+                        st, th.log_s, th.log_sn, th.log_sb, th.static
+                    )
+                    ind = inducing_grad(st, th, dG, dg, self._theta_factors())
+                    ev = (bound, dG, dg, direct, ind)
                 if not np.isfinite(ev[0]):
                     raise SwarmGPError("non-finite bound")
                 if memo is not None and cached is None:
@@ -459,13 +502,15 @@ class WarmupProgram:
             self._eval = ev
             return self._grad_len()
         assert self._eval is not None
-        bound, direct = self._eval[0], self._eval[-1]
+        bound = self._eval[0]
         if enc.site_effect:
+            direct = self._eval[-1]
             k = enc.d * (1 + enc.inducing)
             tail = [direct[0], direct[1] + result[k], direct[2], result[k + 1]]
             grad = np.concatenate([result[:k], tail])
         else:
-            grad = assemble_grad(self._theta, result, direct)
+            direct, ind = self._eval[3], self._eval[4]
+            grad = assemble_grad(self._theta, result + ind, direct)
         self._opt.tell(-bound / self._scale, -grad / self._scale)
         return self._ask()
 
@@ -538,6 +583,7 @@ class WarmupProgram:
         if x is None:
             return None
         self._theta = self._from_vector(x)
+        self._factors = None
         return self._stats_len()
 
     def _pack(
@@ -612,6 +658,8 @@ class CollectiveModel:
         self._summary_version = -1
         self._v_theta: np.ndarray | None = None
         self._refits: dict[tuple[str, int], tuple[object, CollectiveParams]] = {}
+        self._factors: tuple[KernelFactor, ...] | None = None
+        self._factors_of: CollectiveParams | None = None  # the params they were computed for
         self.allreduce = AllReduce(WarmupProgram(self), timing or AllReduceTiming())
 
     # ------------------------------------------------------------------ properties
@@ -645,7 +693,7 @@ class CollectiveModel:
             self._buffer.append((Xa.copy(), ya.copy()))
             return
         Xs, ys = self._standardize(Xa, ya, self.std)
-        st = batch_stats(Xs, ys, self.params)
+        st = batch_stats(Xs, ys, self.params, self._frozen_factors())
         self._stats = st if self._stats is None else add_stats(self._stats, st)
         self._version += 1
 
@@ -700,7 +748,7 @@ class CollectiveModel:
         if isinstance(st, SiteStats):
             mean, var_f = predict_site(Xs, st, p, self._stats if own_site else None)
         else:
-            mean, var_f = predict_collective(Xs, st, p)
+            mean, var_f = predict_collective(Xs, st, p, self._frozen_factors())
         sy = self.std.sy
         return self.std.my + sy * mean, sy * sy * (var_f + p.sn**2)
 
@@ -735,12 +783,23 @@ class CollectiveModel:
         v = rng.standard_normal(self.encoding.m)
         self._v_theta = v / np.linalg.norm(v)
         self._stats = Stats.zeros(theta.m)
+        fs = self._frozen_factors()
         for X, y in self._buffer:  # encode the buffer once, then drop it
             Xs, ys = self._standardize(X, y, std)
-            self._stats = add_stats(self._stats, batch_stats(Xs, ys, theta))
+            self._stats = add_stats(self._stats, batch_stats(Xs, ys, theta, fs))
         self._buffer = []
         self._version += 1
         self.counters["collective.stream_started"] += 1
+
+    def _frozen_factors(self) -> tuple[KernelFactor, ...]:
+        """K_ZZ factors of the frozen encoding, computed once (a refit changes only s and
+        sigma_n, not W, Z or the jitter)."""
+        assert self.params is not None
+        fs = self._factors
+        if fs is None or self._factors_of is not self.params:
+            fs = self._factors = factors_of(self.params, self.warmup_memo)
+            self._factors_of = self.params
+        return fs
 
     def _stats_of(self, fused: Summary | None) -> Stats | SiteStats:
         assert self._stats is not None

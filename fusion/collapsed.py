@@ -69,6 +69,7 @@ from swarmgp.fusion.linalg import (
 __all__ = [
     "CollectiveParams",
     "FitResult",
+    "KernelFactor",
     "Stats",
     "add_stats",
     "assemble_grad",
@@ -77,7 +78,9 @@ __all__ = [
     "collapsed_bound",
     "features",
     "fit_pooled",
+    "inducing_grad",
     "initial_params",
+    "kernel_factors",
     "local_grad_contribution",
     "log_scale_prior",
     "penalized_bound",
@@ -470,25 +473,69 @@ def _blocks(params: CollectiveParams) -> list[_Block]:
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class KernelFactor:
+    """One component's inducing-side terms under theta (data-free, the same on every agent).
+
+    Attributes
+    ----------
+    ZW : ndarray of shape (m_j, k)
+        The scaled inducing inputs ``Z W``.
+    Kzz : ndarray of shape (m_j, m_j)
+        ``k(ZW, ZW)``.
+    L : ndarray of shape (m_j, m_j)
+        Lower Cholesky factor of ``K_ZZ + jitter I``.
+    """
+
+    ZW: np.ndarray
+    Kzz: np.ndarray
+    L: np.ndarray
+
+
+def kernel_factors(params: CollectiveParams) -> tuple[KernelFactor, ...]:
+    """:class:`KernelFactor` of each component (joint, then static), O(m^3).
+
+    Computed once per theta and passed to :func:`features`, :func:`batch_stats`,
+    :func:`local_grad_contribution` and :func:`predict_collective`, which otherwise each
+    factorize ``K_ZZ`` again.
+    """
+    out = []
+    for b in _blocks(params):
+        ZW = b.Z * b.W  # [m_j, k]
+        Kzz = unit_se_kernel(ZW, ZW)  # [m_j, m_j]
+        L = cholesky(Kzz + params.jitter * np.eye(b.Z.shape[0]), "K_ZZ")
+        out.append(KernelFactor(ZW, Kzz, L))
+    return tuple(out)
+
+
+def _factors_for(
+    params: CollectiveParams, factors: tuple[KernelFactor, ...] | None
+) -> tuple[KernelFactor, ...]:
+    if factors is None:
+        return kernel_factors(params)
+    if len(factors) != len(_blocks(params)):
+        raise ShapeError(f"kernel factors: {len(factors)} components for {params.m} columns")
+    return factors
+
+
 def _block_parts(
-    X: np.ndarray, b: _Block, jitter: float
+    X: np.ndarray, b: _Block, f: KernelFactor
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``XW [n, k]``, ``ZW [m_j, k]``, ``k(ZW, ZW)``, ``L``, ``A = k(XW, ZW)``, ``A L^{-T}``."""
     Xb = X if b.dims is None else X[:, b.dims]  # [n, k]
-    ZW = b.Z * b.W  # [m_j, k]
-    Kzz = unit_se_kernel(ZW, ZW)  # [m_j, m_j]
-    L = cholesky(Kzz + jitter * np.eye(b.Z.shape[0]), "K_ZZ")
     XW = Xb * b.W  # [n, k]
-    A = unit_se_kernel(XW, ZW)  # [n, m_j]
-    Phi_j = sla.solve_triangular(L, A.T, lower=True, check_finite=False).T  # [n, m_j]
-    return XW, ZW, Kzz, L, A, Phi_j
+    A = unit_se_kernel(XW, f.ZW)  # [n, m_j]
+    Phi_j = sla.solve_triangular(f.L, A.T, lower=True, check_finite=False).T  # [n, m_j]
+    return XW, f.ZW, f.Kzz, f.L, A, Phi_j
 
 
 def _check_X(X: object, params: CollectiveParams) -> np.ndarray:
     return as_float64(X, "X", (None, params.d))
 
 
-def features(X: np.ndarray, params: CollectiveParams) -> np.ndarray:
+def features(
+    X: np.ndarray, params: CollectiveParams, factors: tuple[KernelFactor, ...] | None = None
+) -> np.ndarray:
     """Whitened features with the bias column, ``Phi = [k(XW, ZW) L^{-T}, 1]``.
 
     With a static component, ``Phi = [Phi_joint, Phi_static, 1]``, each block whitened by its
@@ -499,13 +546,16 @@ def features(X: np.ndarray, params: CollectiveParams) -> np.ndarray:
     X : ndarray of shape (n, d)
     params : CollectiveParams
         Supplies W, Z and the jitter of ``L = chol(k(ZW, ZW) + jitter I)``.
+    factors : tuple of KernelFactor, optional
+        :func:`kernel_factors` of ``params`` (computed here if None).
 
     Returns
     -------
     ndarray of shape (n, m + 1)
     """
     X = _check_X(X, params)
-    parts = [_block_parts(X, b, params.jitter)[5] for b in _blocks(params)]
+    fs = _factors_for(params, factors)
+    parts = [_block_parts(X, b, f)[5] for b, f in zip(_blocks(params), fs, strict=True)]
     return np.hstack([*parts, np.ones((X.shape[0], 1))])
 
 
@@ -616,7 +666,12 @@ def _check_y(y: object, n: int) -> np.ndarray:
     return as_float64(y, "y", (n,))
 
 
-def batch_stats(X: np.ndarray, y: np.ndarray, params: CollectiveParams) -> Stats:
+def batch_stats(
+    X: np.ndarray,
+    y: np.ndarray,
+    params: CollectiveParams,
+    factors: tuple[KernelFactor, ...] | None = None,
+) -> Stats:
     """Statistics of one batch: ``G = Phi^T Phi``, ``g = Phi^T y``, ``y^T y``, n.
 
     Parameters
@@ -624,6 +679,8 @@ def batch_stats(X: np.ndarray, y: np.ndarray, params: CollectiveParams) -> Stats
     X : ndarray of shape (n, d)
     y : ndarray of shape (n,)
     params : CollectiveParams
+    factors : tuple of KernelFactor, optional
+        :func:`kernel_factors` of ``params`` (computed here if None).
 
     Returns
     -------
@@ -631,7 +688,7 @@ def batch_stats(X: np.ndarray, y: np.ndarray, params: CollectiveParams) -> Stats
     """
     X = _check_X(X, params)
     y = _check_y(y, X.shape[0])
-    Phi = features(X, params)  # [n, m+1]
+    Phi = features(X, params, factors)  # [n, m+1]
     return Stats(symmetrize(Phi.T @ Phi), Phi.T @ y, float(y @ y), int(X.shape[0]))
 
 
@@ -844,6 +901,8 @@ def local_grad_contribution(
     *,
     c: float = 0.0,
     trace_coef: float = 0.0,
+    factors: tuple[KernelFactor, ...] | None = None,
+    through_L: bool = True,
 ) -> np.ndarray:
     """This agent's part of ``dL/d(log ell, Z)``, through its own ``Phi`` (L included).
 
@@ -860,6 +919,11 @@ def local_grad_contribution(
     the ``direct`` terms of :func:`bound_and_stat_grads`, this is the gradient of the pooled
     bound in the layout of :meth:`CollectiveParams.to_vector`.
 
+    ``through_L=False`` leaves out the path through ``L`` (``Lbar`` onwards): it is linear in
+    ``Lbar`` and ``sum_a Lbar_a`` is a function of the fused statistics alone, so
+    :func:`inducing_grad` adds it once for the whole swarm (the agent's work is then
+    O(n m^2), with no O(m^3) step).
+
     Parameters
     ----------
     X : ndarray of shape (n, d)
@@ -867,6 +931,10 @@ def local_grad_contribution(
     params : CollectiveParams
     dB_dG : ndarray of shape (m + 1, m + 1)
     dB_dg : ndarray of shape (m + 1,)
+    factors : tuple of KernelFactor, optional
+        :func:`kernel_factors` of ``params`` (computed here if None).
+    through_L : bool
+        Include the path through ``L`` (default True).
 
     Returns
     -------
@@ -880,7 +948,8 @@ def local_grad_contribution(
     dB_dG = as_float64(dB_dG, "dB_dG", (m + 1, m + 1))
     dB_dg = as_float64(dB_dg, "dB_dg", (m + 1,))
     blocks = _blocks(params)
-    parts = [_block_parts(X, b, params.jitter) for b in blocks]
+    fs = _factors_for(params, factors)
+    parts = [_block_parts(X, b, f) for b, f in zip(blocks, fs, strict=True)]
     Phi_m = np.hstack([p[5] for p in parts]) if len(parts) > 1 else parts[0][5]  # [n, m]
     Gbar = symmetrize(dB_dG)
     # only the kernel columns depend on theta; the bias column is constant
@@ -890,41 +959,98 @@ def local_grad_contribution(
     if trace_coef != 0.0:
         Pb = Pb + 2.0 * trace_coef * Phi_m
     out, lo = [], 0
-    for b, part in zip(blocks, parts, strict=True):
+    for b, f, (XW, _, _, _, A, Phi_j) in zip(blocks, fs, parts, strict=True):
         mb = b.Z.shape[0]
-        out.append(_block_backward(b.W, part, Pb[:, lo : lo + mb]))
+        # Abar = Pb L^{-1}
+        Abar = sla.solve_triangular(
+            f.L, Pb[:, lo : lo + mb].T, lower=True, trans="T", check_finite=False
+        ).T  # [n, m_j]
+        g = _cross_backward(b.W, XW, f.ZW, A, Abar)
+        if through_L:
+            g += _kzz_backward(b.W, f, -Abar.T @ Phi_j)
+        out.append(g)
         lo += mb
     return np.concatenate(out)
 
 
-def _block_backward(
-    w: np.ndarray,
-    parts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    Pb: np.ndarray,
+def inducing_grad(
+    stats: Stats,
+    params: CollectiveParams,
+    dB_dG: np.ndarray,
+    dB_dg: np.ndarray,
+    factors: tuple[KernelFactor, ...] | None = None,
 ) -> np.ndarray:
-    """``[dL/dlog_ell (k), dL/dZ.ravel() (m_j k)]`` of one component from ``dL/dPhi_j``.
+    """The swarm's summed gradient through ``L = chol(K_ZZ + jitter I)``, from fused statistics.
 
-    ``Pb [n, m_j]`` is ``dL/dPhi`` on the component's columns; ``parts`` its
-    :func:`_block_parts`. Whitening by ``L``, the Cholesky backward pass and the SE kernels as
-    in :func:`local_grad_contribution`.
+    Agent a's ``Lbar_a = -L^{-T} Phibar_a^T Phi_a`` (:func:`local_grad_contribution`), and
+    summed over agents (per component j, on its columns):
+
+    .. math::
+
+        \\sum_a Phibar_a^T Phi_a = 2\\,\\bar G_{jm} G_{mj}
+            + 2\\,\\bar G_{j,b} G_{b,j} + \\bar g_j g_j^T,
+
+    with ``m`` the kernel columns, ``b`` the bias column, ``Gbar = dB_dG``, ``gbar = dB_dg``
+    and ``G, g`` the fused statistics. The Cholesky backward pass and the K_ZZ kernel's
+    derivatives are linear in ``Lbar``, so this plus the agents' summed
+    ``local_grad_contribution(..., through_L=False)`` is the pooled gradient (plain model; the
+    site effect's per-agent ``M`` keeps the per-agent path).
+
+    Parameters
+    ----------
+    stats : Stats
+        Fused statistics under ``params``.
+    params : CollectiveParams
+    dB_dG : ndarray of shape (m + 1, m + 1)
+    dB_dg : ndarray of shape (m + 1,)
+    factors : tuple of KernelFactor, optional
+
+    Returns
+    -------
+    ndarray
+        In the layout of :func:`local_grad_contribution`.
     """
-    XW, ZW, Kzz, L, A, Phi_m = parts
-    Abar = sla.solve_triangular(L, Pb.T, lower=True, trans="T", check_finite=False).T  # [n, m]
-    Lbar = -Abar.T @ Phi_m  # [m, m]
-    Kbar = _chol_backward(L, Lbar)  # [m, m]
+    m = params.m
+    if stats.m != m:
+        raise ShapeError(f"inducing_grad: stats for m = {stats.m}, params for m = {m}")
+    Gbar = symmetrize(as_float64(dB_dG, "dB_dG", (m + 1, m + 1)))
+    gbar = as_float64(dB_dg, "dB_dg", (m + 1,))
+    G, g = stats.G, stats.g
+    out, lo = [], 0
+    for b, f in zip(_blocks(params), _factors_for(params, factors), strict=True):
+        j = slice(lo, lo + b.Z.shape[0])
+        S = 2.0 * (Gbar[j, :m] @ G[:m, j] + np.outer(Gbar[j, m], G[m, j])) + np.outer(
+            gbar[j], g[j]
+        )  # [m_j, m_j] sum_a Phibar_a^T Phi_a
+        Lbar = -sla.solve_triangular(f.L, S, lower=True, trans="T", check_finite=False)
+        out.append(_kzz_backward(b.W, f, Lbar))
+        lo += b.Z.shape[0]
+    return np.concatenate(out)
 
-    # cross kernel A = k(XW, ZW)
+
+def _cross_backward(
+    w: np.ndarray, XW: np.ndarray, ZW: np.ndarray, A: np.ndarray, Abar: np.ndarray
+) -> np.ndarray:
+    """``[dL/dlog_ell (k), dL/dZ.ravel() (m_j k)]`` through the cross kernel ``A = k(XW, ZW)``
+    from ``Abar = dL/dA [n, m_j]``."""
     C = Abar * A  # [n, m]
     rc, cc = C.sum(1), C.sum(0)  # [n], [m]
     CZ = C @ ZW  # [n, d]
     g_ell = (rc @ (XW * XW)) - 2.0 * (XW * CZ).sum(0) + cc @ (ZW * ZW)  # [d]
     g_Z = w * (C.T @ XW - cc[:, None] * ZW)  # [m, d]
-    # K_ZZ (kernel part; the jitter is constant)
-    E = Kbar * Kzz  # [m, m]
+    return np.concatenate([g_ell, g_Z.ravel()])
+
+
+def _kzz_backward(w: np.ndarray, f: KernelFactor, Lbar: np.ndarray) -> np.ndarray:
+    """``[dL/dlog_ell (k), dL/dZ.ravel() (m_j k)]`` through ``L`` and ``K_ZZ`` from
+    ``Lbar = dL/dL [m_j, m_j]`` (the jitter is constant)."""
+    Kbar = _chol_backward(f.L, Lbar)  # [m, m]
+    ZW = f.ZW
+    E = Kbar * f.Kzz  # [m, m]
     re = E.sum(1)  # [m]
     EZ = E @ ZW  # [m, d]
-    g_ell += 2.0 * (re @ (ZW * ZW)) - 2.0 * (ZW * EZ).sum(0)
-    g_Z += -2.0 * w * (re[:, None] * ZW - EZ)
+    g_ell = 2.0 * (re @ (ZW * ZW)) - 2.0 * (ZW * EZ).sum(0)
+    g_Z = -2.0 * w * (re[:, None] * ZW - EZ)
     return np.concatenate([g_ell, g_Z.ravel()])
 
 
@@ -1220,7 +1346,10 @@ def posterior(stats: Stats, params: CollectiveParams) -> tuple[np.ndarray, np.nd
 
 
 def predict_collective(
-    Xs: np.ndarray, stats: Stats, params: CollectiveParams
+    Xs: np.ndarray,
+    stats: Stats,
+    params: CollectiveParams,
+    factors: tuple[KernelFactor, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictive mean of y and variance of f at test inputs (DTC/VFE with the bias).
 
@@ -1238,13 +1367,15 @@ def predict_collective(
     Xs : ndarray of shape (n, d)
     stats : Stats
     params : CollectiveParams
+    factors : tuple of KernelFactor, optional
+        :func:`kernel_factors` of ``params`` (computed here if None).
 
     Returns
     -------
     mean_y : ndarray of shape (n,)
     var_f : ndarray of shape (n,)
     """
-    Phi = features(Xs, params)  # [n, m+1]
+    Phi = features(Xs, params, factors)  # [n, m+1]
     nat = _natural(stats, params.log_s, params.log_sn, params.log_sb, params.static)
     mean = Phi @ (nat.Dv * nat.a)  # [n]
     V = sla.solve_triangular(nat.LP, (Phi * nat.Dv).T, lower=True, check_finite=False)  # [m+1, n]

@@ -20,12 +20,15 @@ from swarmgp.fusion import (
     ShapeError,
     Stats,
     add_stats,
+    assemble_grad,
     batch_stats,
     bound_and_stat_grads,
     collapsed_bound,
     features,
     fit_pooled,
+    inducing_grad,
     initial_params,
+    kernel_factors,
     local_grad_contribution,
     penalized_bound,
     pooled_bound_and_grad,
@@ -197,6 +200,31 @@ def test_distributed_gradient_equals_pooled_and_finite_differences():
         lo = pooled_bound_and_grad(X, y, CollectiveParams.from_vector(theta - e, M, D))[0]
         fd[i] = (hi - lo) / (2 * eps)
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * np.max(np.abs(fd)))
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_the_path_through_L_from_fused_statistics_equals_the_per_agent_sum(static):
+    """The warm-up's gradient round: each agent back-propagates through its cross kernel
+    only, and the path through L = chol(K_ZZ) is added once from the fused statistics."""
+    rng = np.random.default_rng(15)
+    kw = {"static_dims": (0,), "m_static": 3} if static else {}
+    p0 = initial_params(np.full(D, -2.0), np.full(D, 2.0), M + 3, 4, **kw)
+    p = p0.like(p0.to_vector() + 0.1 * rng.normal(size=p0.to_vector().shape))
+    X, y = _data(rng, 90)
+    parts = _split(X, y, [5, 40, 1, 44])
+    fs = kernel_factors(p)
+    fused = sum_stats(batch_stats(Xa, ya, p, fs) for Xa, ya in parts)
+    _, dG, dg, direct = bound_and_stat_grads(fused, p.log_s, p.log_sn, p.log_sb, p.static)
+    per_agent = sum(local_grad_contribution(Xa, ya, p, dG, dg) for Xa, ya in parts)
+    cross = sum(
+        local_grad_contribution(Xa, ya, p, dG, dg, factors=fs, through_L=False) for Xa, ya in parts
+    )
+    split = cross + inducing_grad(fused, p, dG, dg, fs)
+    assert np.max(np.abs(split - per_agent)) <= RTOL_EXACT * np.max(np.abs(per_agent))
+    assert np.max(np.abs(cross - per_agent)) > 1e-3 * np.max(np.abs(per_agent))  # L matters
+    _, g_pool = pooled_bound_and_grad(X, y, p)
+    grad = assemble_grad(p, split, direct)
+    assert np.max(np.abs(grad - g_pool)) <= RTOL_EXACT * np.max(np.abs(g_pool))
 
 
 # ---------------------------------------------------------------------------- posterior, predict
