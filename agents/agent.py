@@ -215,6 +215,11 @@ class Agent:
         self._timeout_since: float | None = None  # hold start of the last time-out
         self._tree_changed_at = now  # last change of root, parent or tree neighbours
         self._unstable_since: float | None = None  # first fresh send deferred for the tree
+        self._pend_from: dict[int, float] = {}  # k -> when k last said it owes us a change
+        self._pend_to: frozenset[int] = frozenset()  # neighbours we last said we owe one
+        self._joining = self._rounds and t.join_wait_s > 0 and bool(config.neighbors)
+        if self._joining:  # the first heartbeat already says so
+            self._pend_to = frozenset(config.neighbors)
         # timers
         phase = float(rng.uniform(0.0, t.heartbeat_s)) if rng is not None else 0.0
         self._next_hb = now + phase
@@ -466,7 +471,9 @@ class Agent:
                 peer.state_seq, peer.state_at = msg.seq, now
                 self._observe_tree(s, msg.tree, now, limit)
                 if self._rounds:
-                    self._take_acks(s, msg)
+                    self._take_acks(s, msg, now)
+                    if self._joining:
+                        self._schedule_fuse(now)  # perhaps the last configured neighbour
             else:
                 self.counters["drop.stale_seq"] += 1
         elif isinstance(msg, Fuse):
@@ -510,13 +517,24 @@ class Agent:
         out, self._removed_peers = self._removed_peers, []
         return out
 
-    def _take_acks(self, s: int, msg: Heartbeat) -> None:
+    def _unheard(self, p: int) -> bool:
+        # no tree state from p yet (its Hello alone does not say what it owes us)
+        return p in self.peers and self.peers.get(p).state_seq < 0
+
+    def _take_acks(self, s: int, msg: Heartbeat, now: float) -> None:
         sent = self._sent.get(s)
         mine = (self.id, self.config.incarnation, sent[1]) if sent is not None else None
         if mine is not None and mine in msg.acks:
             self._acked.add(s)
         else:
             self._acked.discard(s)
+        # s owes us a change it has not sent (see _pending): hold what depends on it
+        if self.id in msg.pending:
+            if s not in self._pend_from:
+                self._schedule_fuse(now)  # our own pending notices may change
+            self._pend_from[s] = now
+        elif self._pend_from.pop(s, None) is not None:
+            self._schedule_fuse(now)  # held messages may go now
 
     def _fresh_seq(self, last: int, last_at: float, seq: int, now: float) -> bool:
         # newer than the last accepted, or the last accepted (perhaps an inflated, forged
@@ -660,6 +678,7 @@ class Agent:
         return []
 
     def _forget_message(self, k: int) -> None:
+        self._pend_from.pop(k, None)
         if self._incoming.pop(k, None) is not None:
             self._in_gen.pop(k, None)
             self._in_round.pop(k, None)
@@ -673,6 +692,10 @@ class Agent:
             if k == self.tree.state.parent:
                 # the rest of the tree may be one round ahead of this subtree, not more
                 self._complete = max(self._complete, msg.gen - 1)
+            if msg.pending:
+                self._pend_from[k] = now  # more is on its way after this one
+            elif self._pend_from.pop(k, None) is not None:
+                self._schedule_fuse(now)  # the change it owed us came
         if old is not None and old[0] == msg.incarnation and old[1] == msg.version:
             self.counters["fuse_unchanged"] += 1  # a resend: content identical
             return
@@ -715,6 +738,7 @@ class Agent:
                 self._sent_at.pop(k, None)
                 self._acked.discard(k)
                 self._held.pop(k, None)
+                self._pend_from.pop(k, None)
             self._tree_nbrs = nbrs
             self._tree_changed_at = now
             self._gen = self._next_stamp()
@@ -752,6 +776,7 @@ class Agent:
                 n_agents,
                 n_obs,
                 self._acks(),
+                tuple(sorted(self._pend_to)),
             )
             for p in self.peers.ids():
                 out.append((p, hb))
@@ -782,6 +807,7 @@ class Agent:
                 n_agents,
                 n_obs,
                 self._acks(),
+                tuple(sorted(self._pend_to)),
             )
             out.extend((k, ack) for k in sorted(self._ack_to))
             self.counters["tx.heartbeat"] += len(self._ack_to)
@@ -794,7 +820,7 @@ class Agent:
             return ()
         return tuple((k, v[0], v[1]) for k, v in sorted(self._incoming.items()))
 
-    def _fuse_message(self, b: int, version: int, gen: int) -> Fuse:
+    def _fuse_message(self, b: int, version: int, gen: int, pending: bool = False) -> Fuse:
         return Fuse(
             self.id,
             self.config.incarnation,
@@ -804,6 +830,7 @@ class Agent:
             self.tree.state,
             self._message_summary(b),
             gen,
+            pending,
         )
 
     def _message_summary(self, b: int) -> Summary:
@@ -855,6 +882,19 @@ class Agent:
         else:
             settling, self._unstable_since = False, None
         self._complete = max(self._complete, min(self._round, *gens.values()))
+        if self._joining:
+            # configured neighbours not heard yet are starting: their changes are owed
+            end = self._created + t.join_wait_s
+            self._joining = now < end and any(self._unheard(p) for p in self.config.neighbors)
+            if self._joining:
+                next_due = min(next_due, end)
+        # neighbours that owe this agent a change (a fresh pending notice): a message that
+        # depends on theirs waits for it, up to pend_cap from its first hold
+        window = min(t.peer_timeout_s, 2.5 * t.heartbeat_s)
+        # (a starting neighbour owes before it is in the tree: it says so to every neighbour)
+        owing = {k: at + window for k, at in self._pend_from.items() if now < at + window}
+        pend_cap = 10 * t.fuse_hold_s
+        own = self._own_wait is not None or self._joining or settling  # owed to everyone
         out: list[Outbound] = []
         fresh = 0
         for b in nbrs:
@@ -868,7 +908,8 @@ class Agent:
                     and b not in self._acked
                     and now - self._sent_at.get(b, -math.inf) >= t.fuse_resend_s / 2
                 ):
-                    out.append((b, self._fuse_message(b, prev[1], self._sent_gen[b])))
+                    owes = own or any(k != b for k in owing)
+                    out.append((b, self._fuse_message(b, prev[1], self._sent_gen[b], owes)))
                     self._sent_at[b] = now
                     self.counters["tx.fuse_resend"] += 1
                 continue
@@ -878,6 +919,17 @@ class Agent:
             # the round M_ab is complete for: the oldest of its inputs (a wave of the
             # convergecast, or of the broadcast, has passed this agent when it advances)
             gen = min([self._round, *(gens[k] for k in nbrs if k != b)])
+            wait = [until for k, until in owing.items() if k != b]
+            if wait and (gen <= self._sent_gen.get(b, 0) or b not in self._sent_gen):
+                # no new round is complete (or nothing was sent to b yet), and an input owes a
+                # change (a wave still on its way through a deep subtree, more changes of this
+                # round, neighbours still starting): wait for it instead of sending a partial
+                # round, up to pend_cap
+                since = self._held.setdefault(b, now)
+                if now < since + pend_cap:
+                    self.counters["fuse_pending_hold"] += 1
+                    next_due = min(next_due, since + pend_cap, *wait)
+                    continue
             if gen <= self._sent_gen.get(b, 0) and gen < G:
                 # changed, but no new round is complete and an input is behind the newest
                 # round: wait for the next wave (a late change within a complete round goes now)
@@ -904,15 +956,35 @@ class Agent:
             self._sent[b] = (key, version)
             self._sent_gen[b], self._sent_at[b] = gen, now
             self._acked.discard(b)
-            out.append((b, self._fuse_message(b, version, gen)))
+            owes = own or any(k != b for k in owing)
+            out.append((b, self._fuse_message(b, version, gen, owes)))
             fresh += 1
         if fresh:
             self._last_fuse = now
             self._unstable_since = None
+        self._update_pending(nbrs, owing, {b for b, _ in out}, own)
         if next_due < math.inf:
             self._fuse_due = min(self._fuse_due, next_due)
         self.counters["tx.fuse"] += len(out)
         return out
+
+    def _update_pending(
+        self, nbrs: list[int], owing: dict[int, float], sent: set[int], own: bool
+    ) -> None:
+        """Which tree neighbours this agent owes a change (heartbeats say so; see Heartbeat).
+
+        ``b`` is owed one while a changed ``M_ab`` is held here, while the own summary is behind
+        a neighbour's round (its change is expected), or while another tree neighbour owes this
+        agent one (its change will change ``M_ab``): a change still travelling through a deep
+        subtree keeps the rounds around it open instead of letting holds time out into partial
+        rounds. The notice rides on every Fuse (``pending``) and heartbeat; a neighbour whose
+        notice changed without a Fuse gets a heartbeat now.
+        """
+        new = frozenset(b for b in nbrs if own or b in self._held or any(k != b for k in owing))
+        old = self._pend_to
+        # a Fuse just sent carries the notice itself (a heartbeat saying so could overtake it)
+        self._ack_to.update((old ^ new) - sent)
+        self._pend_to = new
 
     def _fuse_round(self, now: float, force: bool) -> Iterable[Outbound]:
         nbrs = sorted(self._tree_nbrs)

@@ -42,6 +42,12 @@ class TimingConfig:
         at a newer change round (then it declares its summary unchanged for that round). A
         neighbour's wave is waited for at least ``peer_timeout_s`` (longer after one came
         late), at most ten ``fuse_hold_s``.
+    join_wait_s : float
+        ``fusion="rounds"``: for this long after its start, an agent with configured
+        neighbours it has never heard from tells its tree neighbours it owes them a change
+        (those neighbours are still starting), so they hold changes that depend on it instead
+        of sending a partial round per agent that joins (0: off; the real-time drivers, whose
+        agents start one after another, set it).
     """
 
     heartbeat_s: float = 0.5
@@ -51,6 +57,7 @@ class TimingConfig:
     fuse_resend_s: float = 1.0
     beacon_min_interval_s: float = 0.05
     fuse_hold_s: float = 0.5
+    join_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not (
@@ -58,6 +65,7 @@ class TimingConfig:
             and self.fuse_resend_s > 0
             and self.fuse_min_interval_s >= 0
             and self.fuse_hold_s >= 0
+            and self.join_wait_s >= 0
         ):
             raise ConfigError("timing: periods must be positive")
         if self.peer_timeout_s <= self.heartbeat_s or self.root_timeout_s <= self.heartbeat_s:

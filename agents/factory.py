@@ -45,6 +45,9 @@ __all__ = [
 FALSE_EXPIRY = 1e-7
 #: Fewest beacons in a timeout, even on a lossless network (scheduling hiccups of real processes).
 MIN_TIMEOUT_BEACONS = 6
+#: Real agents start one after another (each waits for its neighbours' endpoints): how long a
+#: starting agent owes its tree neighbours the changes of configured neighbours not heard yet.
+JOIN_WAIT_S = 30.0
 
 
 #: Spawn key of the agents' seeds under the run seed (shared by every driver).
@@ -63,7 +66,9 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
     rate is a ``FALSE_EXPIRY`` event (at least ``MIN_TIMEOUT_BEACONS``, at most 160); fusion
     state is resent every two beacons, triggered beacons are rate-limited to ten per period.
     With ``--fusion rounds`` a changed tree message waiting for its inputs is held at most one
-    batch interval or two beacons, whichever is longer.
+    batch interval or two beacons, whichever is longer; outside the simulator (whose agents
+    start together) an agent owes its tree neighbours the changes of configured neighbours not
+    heard yet for up to ``JOIN_WAIT_S`` after its start.
     """
     hb = cfg.timing.heartbeat
     p = min(max(cfg.faults.loss, cfg.faults.bursty or 0.0, 1e-3), 0.9)
@@ -76,6 +81,7 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
         fuse_resend_s=2 * hb,
         beacon_min_interval_s=hb / 10,
         fuse_hold_s=max(cfg.timing.batch_interval, 2 * hb),
+        join_wait_s=0.0 if cfg.command == "sim" else JOIN_WAIT_S,
     )
 
 

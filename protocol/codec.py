@@ -166,11 +166,15 @@ def header_fields(msg: object, encoding_hash: str = "", m: int = 0) -> dict[str,
         hdr["c"] = [msg.n_agents, msg.n_obs]
         if msg.acks:
             hdr["ak"] = [list(x) for x in msg.acks]
+        if msg.pending:
+            hdr["pd"] = list(msg.pending)
     elif isinstance(msg, Fuse):
         hdr.update(to=msg.to, v=msg.version, t=_tree(msg.tree))
         hdr["c"] = [msg.summary.n_agents, msg.summary.n_obs]
         if msg.gen:
             hdr["g"] = msg.gen
+        if msg.pending:
+            hdr["pd"] = 1
     elif isinstance(msg, Reduce):
         hdr["r"] = [msg.root, msg.root_inc, msg.epoch, msg.round, msg.phase, msg.size]
     elif isinstance(msg, StatusRequest):
@@ -297,6 +301,17 @@ def _acks(h: dict[str, Any]) -> tuple[tuple[int, int, int], ...]:
             raise BadHeader("header: acknowledgement out of range")
         out.append((k, inc, ver))
     return tuple(out)
+
+
+def _pending(h: dict[str, Any]) -> tuple[int, ...]:
+    v = h.get("pd")
+    if v is None:
+        return ()
+    if type(v) is not list or len(v) > MAX_ACKS:
+        raise BadHeader(f"header: field 'pd' must be a list of <= {MAX_ACKS} agent ids")
+    if any(type(k) is not int or not 0 <= k <= _MAX_ID for k in v):
+        raise BadHeader("header: a pending id is an int in range")
+    return tuple(v)
 
 
 def _as_view(f: object) -> memoryview:
@@ -447,7 +462,7 @@ def _parse(
     if kind == "hb":
         _no_arrays(arrays, kind)
         na, no = _ints(h, "c", 2, 0, _MAX_COUNT)
-        return Heartbeat(sender, inc, seq, _tree_state(h), na, no, _acks(h))
+        return Heartbeat(sender, inc, seq, _tree_state(h), na, no, _acks(h), _pending(h))
     if kind == "fuse":
         if set(arrays) != {"R"}:
             raise BadFrames("fuse: expected exactly one array 'R'")
@@ -464,6 +479,7 @@ def _parse(
             _tree_state(h),
             summary,
             _int(h, "g", 0, _MAX_ID) if "g" in h else 0,
+            _int(h, "pd", 0, 1) == 1 if "pd" in h else False,
         )
     if kind == "red":  # collective mode (issue 9)
         if set(arrays) != {"V"} or arrays["V"].ndim != 1:

@@ -88,6 +88,10 @@ class Heartbeat:
     #: ``(neighbour, its incarnation, version)`` of each tree message the sender holds
     #: (``--fusion rounds``: only unacknowledged tree messages are resent); empty otherwise.
     acks: tuple[tuple[int, int, int], ...] = ()
+    #: ``--fusion rounds``: the tree neighbours the sender owes a change it has not sent yet (a
+    #: held message, or a change still coming in from the sender's side of the tree), so they
+    #: hold their own changed messages for it instead of sending partial rounds; empty otherwise.
+    pending: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,10 @@ class Fuse:
         ``M = R_sender + sum_{k != to}(M_k - R_0)``, with ``n_agents`` / ``n_obs`` it covers.
     gen : int
         ``--fusion rounds``: the change round the content is complete for (0: not used).
+    pending : bool
+        ``--fusion rounds``: the sender owes the receiver more changes after this one (as
+        :attr:`Heartbeat.pending`; carried here too, so a forwarded change does not look final
+        until a heartbeat says otherwise).
     """
 
     sender: int
@@ -117,6 +125,7 @@ class Fuse:
     tree: TreeState
     summary: Summary
     gen: int = 0
+    pending: bool = False
 
 
 @dataclass(frozen=True)

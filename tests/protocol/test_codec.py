@@ -77,7 +77,9 @@ def test_roundtrip_every_kind() -> None:
     msgs = [
         Hello(1, 2, 3, "tcp://127.0.0.1:5555"),
         Heartbeat(1, 2, 3, TS, 5, 100),
+        Heartbeat(1, 2, 3, TS, 5, 100, ((4, 1, 9),), (4, 7)),
         fuse_msg(),
+        Fuse(3, 2, 17, 4, 9, TS, summary(), 5, True),
         Goodbye(1, 2, 3),
         StatusRequest(2**62 + 1, 0, 1, 42, X, s),
         StatusReply(

@@ -58,6 +58,8 @@ def messages(m: int, big: int) -> list[object]:
             predictions={"mean_fused": np.ones(m), "var_fused": np.ones(m), "a": np.ones(1)},
         ),
         Reduce(1, big, 3, big, big, min(big, 7), big, big % 4, 5, np.arange(float(m + 1))),
+        Heartbeat(1, 2, 3, ts, 4, 5, ((big % 2**31, big, big % 2**31),), (big % 2**31, 7)),
+        Fuse(3, big, big, big, big, ts, s, big, True),
     ]
 
 
