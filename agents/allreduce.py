@@ -29,9 +29,14 @@ runs (an *attempt*) with the member count fixed. Any later round whose member co
 real membership changes, not tree motion. The round time-out scales with the tree height
 (``round_timeout_s + 2 * height * resend_s``).
 
-Loss is repaired by resend every ``resend_s`` of unacknowledged messages only (the UP to the
-parent, the DOWN to children that neither acknowledged it nor sent their UP); an acknowledged
-member polls its parent with an empty UP every ``POLL_FACTOR * resend_s`` (a lost FINAL).
+Loss is repaired by resend of unacknowledged messages only (the UP to the parent, the DOWN to
+children that neither acknowledged it nor sent their UP), once they have been out ``resend_s``;
+an acknowledged member polls its parent with an empty UP every ``POLL_FACTOR * resend_s`` (a
+lost FINAL). Acknowledgements are *delayed* (``ACK_DELAY * resend_s``) and dropped when the
+answer itself goes out first: a member's UP acknowledges its parent's DOWN, and a parent's next
+DOWN (or the FINAL) acknowledges its children's UPs. A round that completes within the delay
+then costs one message per direction per tree edge, the ideal; explicit acknowledgements are
+left for slow subtrees and for duplicates (a resend is answered at once).
 Duplicates are idempotent by ``(session, round)``. A member that receives a DOWN of a session
 it has not followed from round 0 (a newcomer, or one re-parented from another tree) is a
 *spectator* for that session: it contributes the program's neutral vector (and no census
@@ -70,6 +75,10 @@ CENSUS_LEN = 4
 #: After its UP is acknowledged, a member polls its parent (an empty UP) every
 #: ``POLL_FACTOR * resend_s``: a finished parent answers with the FINAL.
 POLL_FACTOR = 10
+#: An explicit acknowledgement waits this fraction of ``resend_s`` for the implicit one (the
+#: UP answering a DOWN, the next DOWN answering an UP); the peer resends only after
+#: ``resend_s``.
+ACK_DELAY = 0.5
 
 Outbound = tuple[int, Reduce]
 
@@ -184,6 +193,10 @@ class AllReduce:
         self._up_acked = False
         self._down: tuple[int, int, np.ndarray] | None = None  # (round, size, vector)
         self._down_acked: set[int] = set()
+        self._acks: dict[int, tuple[int, int, float]] = {}  # peer -> (phase, round, due)
+        self._up_t = -math.inf  # when our UP of this round last went out
+        self._down_t = -math.inf  # when our DOWN of this round last went out
+        self._down_to: set[int] = set()  # the children it went to
         self._round_t0 = 0.0
         self._tree_sig: tuple[object, ...] | None = None
         self._tree_t = 0.0
@@ -202,6 +215,8 @@ class AllReduce:
         t = self._next_resend if math.isfinite(self._next_resend) else 0.0
         if math.isfinite(self._hold_until) and not self.finished:
             t = min(t, self._hold_until)
+        if self._acks:
+            t = min(t, min(due for _, _, due in self._acks.values()))
         return t
 
     def step(self, tv: TreeView, now: float, msg: Reduce | None = None) -> list[Outbound]:
@@ -215,6 +230,8 @@ class AllReduce:
         if msg is not None:
             out += self._on_message(tv, msg, now)
         out += self._advance(tv, now)
+        if self._acks:
+            out += self._due_acks(tv, now)
         if now >= self._next_resend:
             self._next_resend = now + self.timing.resend_s
             out += self._resend(tv, now)
@@ -228,6 +245,21 @@ class AllReduce:
 
     def _ack(self, tv: TreeView, phase: int, rnd: int) -> Reduce:
         return self._msg(tv, phase, rnd, 0, np.zeros(0))
+
+    def _ack_later(self, peer: int, phase: int, rnd: int, now: float) -> None:
+        """Acknowledge ``peer`` at ``now + ACK_DELAY * resend_s`` unless answered before."""
+        self._acks[peer] = (phase, rnd, now + ACK_DELAY * self.timing.resend_s)
+
+    def _due_acks(self, tv: TreeView, now: float) -> list[Outbound]:
+        """The delayed acknowledgements that fell due and are still about this round."""
+        out: list[Outbound] = []
+        for peer, (phase, rnd, due) in sorted(self._acks.items()):
+            if due > now:
+                continue
+            del self._acks[peer]
+            if self._key is not None and rnd == self._round and not self.finished:
+                out.append((peer, self._ack(tv, phase, rnd)))
+        return out
 
     def _final_msg(self, tv: TreeView) -> Reduce:
         assert self.final is not None
@@ -275,15 +307,18 @@ class AllReduce:
             return []  # a child's poll (its UP was acknowledged)
         if msg.phase == REDUCE_UP and msg.round == self._round and s in tv.children:
             if msg.vector.shape[0] == self._size + CENSUS_LEN:
+                if s in self._parts:  # a resend: the child has waited resend_s already
+                    return [(s, self._ack(tv, REDUCE_UP, msg.round))]
                 self._parts[s] = msg.vector.copy()
-                return [(s, self._ack(tv, REDUCE_UP, msg.round))]
+                self._ack_later(s, REDUCE_UP, msg.round, now)  # our next DOWN may answer
+                return []
         c["allreduce.stale"] += 1
         return []
 
     def _on_down(
         self, tv: TreeView, key: tuple[int, int, int], msg: Reduce, now: float
     ) -> list[Outbound]:
-        ack = (tv.parent, self._ack(tv, REDUCE_DOWN, msg.round))
+        ack = (tv.parent, self._ack(tv, REDUCE_DOWN, msg.round))  # for a resent DOWN: at once
         if key != self._key:
             self._key = key
             self._round = -1
@@ -302,7 +337,9 @@ class AllReduce:
                 self.program.apply(msg.round - 1, msg.vector)
         self._new_round(tv, msg.round, msg.size, now)
         self._down = (msg.round, msg.size, msg.vector)
-        return [ack] + [
+        self._down_t, self._down_to = now, set(tv.children)
+        self._ack_later(tv.parent, REDUCE_DOWN, msg.round, now)  # our UP may answer first
+        return [
             (k, self._msg(tv, REDUCE_DOWN, msg.round, msg.size, msg.vector))
             for k in sorted(tv.children)
         ]
@@ -314,6 +351,9 @@ class AllReduce:
         self._up = None
         self._up_acked = False
         self._down_acked = set()
+        # the DOWN of the new round answers the children's UPs of the last one
+        self._acks = {p: a for p, a in self._acks.items() if a[0] != REDUCE_UP}
+        self._up_t = -math.inf
         self._round_t0 = now
         self._last_resend = now
 
@@ -346,6 +386,7 @@ class AllReduce:
         self._new_round(tv, 0, size, now)
         v = np.zeros(0)
         self._down = (0, size, v)
+        self._down_t, self._down_to = now, set(tv.children)
         return [(k, self._msg(tv, REDUCE_DOWN, 0, size, v)) for k in sorted(tv.children)]
 
     def _finish(self, tv: TreeView, state: np.ndarray, now: float) -> None:
@@ -357,6 +398,7 @@ class AllReduce:
         # a finished member only answers with the final state: the round's vectors are done
         self._own, self._parts, self._up, self._down = None, {}, None, None
         self._down_acked = set()
+        self._acks = {}
 
     def _census(self, tv: TreeView, now: float) -> np.ndarray:
         """This member's census entries: [member, ready, tree changed lately, height 0]."""
@@ -410,6 +452,10 @@ class AllReduce:
             self._up = total
             if tv.parent != NO_PARENT:
                 out.append((tv.parent, self._msg(tv, REDUCE_UP, self._round, self._size, total)))
+                self._up_t = now
+                pending = self._acks.get(tv.parent)
+                if pending is not None and pending[0] == REDUCE_DOWN:
+                    del self._acks[tv.parent]  # the UP acknowledges the DOWN
             return out
         return out + self._root_done(tv, total, now)
 
@@ -442,6 +488,7 @@ class AllReduce:
         rnd = self._round + 1
         self._new_round(tv, rnd, nxt, now)
         self._down = (rnd, nxt, result)
+        self._down_t, self._down_to = now, set(tv.children)
         return [(k2, self._msg(tv, REDUCE_DOWN, rnd, nxt, result)) for k2 in sorted(tv.children)]
 
     def _resend(self, tv: TreeView, now: float) -> list[Outbound]:
@@ -452,11 +499,14 @@ class AllReduce:
             # no session to follow (a newcomer under a finished parent): probe for the FINAL
             out.append((tv.parent, self._msg(tv, REDUCE_ABORT, 0, 0, np.zeros(0))))
         elif self._key is not None:
+            resend = self.timing.resend_s
             if self._up is not None and not tv.is_root and tv.parent != NO_PARENT:
                 if not self._up_acked:
-                    out.append(
-                        (tv.parent, self._msg(tv, REDUCE_UP, self._round, self._size, self._up))
-                    )
+                    if now - self._up_t >= resend:  # out for resend_s, unanswered
+                        self._up_t = now
+                        out.append(
+                            (tv.parent, self._msg(tv, REDUCE_UP, self._round, self._size, self._up))
+                        )
                 elif now - self._last_resend >= POLL_FACTOR * self.timing.resend_s:
                     # acknowledged: poll with an empty UP now and then (a finished parent
                     # answers with the FINAL, which may have been lost)
@@ -468,6 +518,11 @@ class AllReduce:
                 late = sorted(
                     k for k in tv.children if k not in self._parts and k not in self._down_acked
                 )
+                if now - self._down_t >= resend:
+                    self._down_t = now
+                else:  # out for less than resend_s: only children that never had it
+                    late = [k for k in late if k not in self._down_to]
+                self._down_to.update(late)
                 out += [(k, self._msg(tv, REDUCE_DOWN, r, size, v)) for k in late]
         tv.counters["allreduce.resend"] += len(out)
         return out

@@ -254,3 +254,29 @@ def test_a_shared_warmup_memo_changes_nothing(loss):
         if memo is not None:
             assert memo.hits >= 5 * sw.agents[0].model.warmup_evals  # 6 agents, one computes
     assert np.array_equal(runs[True], runs[False])
+
+
+def test_a_round_costs_one_message_per_direction_per_tree_edge():
+    """Delayed acknowledgements: on a loss-free tree whose rounds complete within the delay,
+    the UP answers the DOWN and the next DOWN answers the UP, so a round costs one Reduce per
+    direction per tree edge (explicit acknowledgements would double it)."""
+    from swarmgp.protocol.messages import Reduce
+
+    n = 7
+    sw = CollectiveSwarm(n, tree_edges(n), seed=2)
+    sent = {"reduce": 0}
+    send = sw._send
+
+    def counting(i, out):
+        out = list(out)
+        sent["reduce"] += sum(isinstance(m, Reduce) for _, m in out)
+        send(i, out)
+
+    sw._send = counting
+    sw.run_warmup(60.0)
+    assert_agreed(sw)
+    # rounds and repeated censuses are counted at the root only
+    c = max((a.counters for a in sw.agents.values()), key=lambda k: k["allreduce.rounds"])
+    rounds = c["allreduce.rounds"] + c["allreduce.census_again"] + 1  # + the FINAL
+    ideal = 2 * (n - 1) * rounds
+    assert sent["reduce"] <= 1.25 * ideal, (sent["reduce"], ideal)
