@@ -237,11 +237,13 @@ def collective_work_count(cfg: RunConfig, r: dict[str, Any], sw: Any) -> dict[st
       (``m^3 / 3``) for the frozen theta (the K_ZZ factor is needed once per theta; a
       refactorization per batch is not counted);
     * every warm-up L-BFGS evaluation (learning on), every agent on its ``n_w`` buffered rows:
-      the statistics under theta (features, K_ZZ and its Cholesky, ``2 n_w k^2``), the bound's
+      the statistics under theta (features, ``2 n_w k^2``) and its gradient contribution through
+      its cross kernel (``Phibar = 2 Phi dB/dG``: ``2 n_w k^2``; ``Abar``: ``n_w m^2``; the
+      kernel's derivatives ``4 n_w m d``); once per evaluation (the simulator's memo shares it
+      among the agents, which hold the same theta and sums): K_ZZ and its Cholesky, the bound's
       derivatives from the summed statistics (Cholesky and inverse of a ``k x k`` matrix,
-      ``4 k^3 / 3``) and its gradient contribution (``Phibar = 2 Phi dB/dG``: ``2 n_w k^2``;
-      ``Abar``: ``n_w m^2``; ``Lbar``: ``2 n_w m^2``; the Cholesky backward pass ``m^3``; the
-      kernels' derivatives ``4 (n_w m d + m^2 d)``);
+      ``4 k^3 / 3``) and the path through L (:func:`inducing_grad`: ``2 m^3`` for the summed
+      ``Phibar^T Phi`` and ``L^-T``, the Cholesky backward pass ``m^3``, ``4 m^2 d``);
     * Fuse messages: ``m'(m'+3)/2`` adds per message built and absorbed (``m' = m + 2``);
     * scoring, per scored agent (local and fused) and the oracle: features at the test points,
       K_ZZ and its Cholesky, the ``k x k`` Cholesky of the posterior and one solve per point.
@@ -271,18 +273,10 @@ def collective_work_count(cfg: RunConfig, r: dict[str, Any], sw: Any) -> dict[st
         n_w = float(min(wb, r.get("batches_per_agent", wb)) * n)
     if evals:
         w_g, w_e = feats(n_w)
-        per_eval = (
-            w_g
-            + kzz_gemm
-            + 2 * n_w * k * k
-            + 4 * k**3 / 3
-            + 2 * n_w * k * k
-            + 3 * n_w * m * m
-            + m**3
-            + 4 * (n_w * m * d + m * m * d)
-        )
-        gemm += evals * agents * per_eval
-        exp += evals * agents * (w_e + kzz_exp)
+        per_agent = w_g + 2 * n_w * k * k + 2 * n_w * k * k + n_w * m * m + 4 * n_w * m * d
+        once = kzz_gemm + 4 * k**3 / 3 + 3 * m**3 + 4 * m * m * d
+        gemm += evals * (agents * per_agent + once)
+        exp += evals * (agents * w_e + kzz_exp)
     net = r["network"]["by_type"]
     add += (net.get("Fuse", 0) + r["agent_counters"].get("rx.fuse", 0)) * m2 * (m2 + 3) / 2
     scored = r["scored_agents"] * 2 + 1
