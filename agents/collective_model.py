@@ -658,8 +658,7 @@ class CollectiveModel:
         self._summary_version = -1
         self._v_theta: np.ndarray | None = None
         self._refits: dict[tuple[str, int], tuple[object, CollectiveParams]] = {}
-        self._factors: tuple[KernelFactor, ...] | None = None
-        self._factors_of: CollectiveParams | None = None  # the params they were computed for
+        self._factors: tuple[KernelFactor, ...] | None = None  # K_ZZ factors of the frozen theta
         self.allreduce = AllReduce(WarmupProgram(self), timing or AllReduceTiming())
 
     # ------------------------------------------------------------------ properties
@@ -783,7 +782,7 @@ class CollectiveModel:
         v = rng.standard_normal(self.encoding.m)
         self._v_theta = v / np.linalg.norm(v)
         self._stats = Stats.zeros(theta.m)
-        fs = self._frozen_factors()
+        fs = self._factors = factors_of(theta, self.warmup_memo)
         for X, y in self._buffer:  # encode the buffer once, then drop it
             Xs, ys = self._standardize(X, y, std)
             self._stats = add_stats(self._stats, batch_stats(Xs, ys, theta, fs))
@@ -792,14 +791,10 @@ class CollectiveModel:
         self.counters["collective.stream_started"] += 1
 
     def _frozen_factors(self) -> tuple[KernelFactor, ...]:
-        """K_ZZ factors of the frozen encoding, computed once (a refit changes only s and
-        sigma_n, not W, Z or the jitter)."""
-        assert self.params is not None
-        fs = self._factors
-        if fs is None or self._factors_of is not self.params:
-            fs = self._factors = factors_of(self.params, self.warmup_memo)
-            self._factors_of = self.params
-        return fs
+        """K_ZZ factors of the frozen encoding, computed once when the stream starts (a refit
+        changes only s and sigma_n, not W, Z or the jitter)."""
+        assert self._factors is not None
+        return self._factors
 
     def _stats_of(self, fused: Summary | None) -> Stats | SiteStats:
         assert self._stats is not None

@@ -520,13 +520,13 @@ def _factors_for(
 
 def _block_parts(
     X: np.ndarray, b: _Block, f: KernelFactor
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``XW [n, k]``, ``ZW [m_j, k]``, ``k(ZW, ZW)``, ``L``, ``A = k(XW, ZW)``, ``A L^{-T}``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``XW [n, k]``, ``A = k(XW, ZW) [n, m_j]`` and ``Phi_j = A L^{-T} [n, m_j]``."""
     Xb = X if b.dims is None else X[:, b.dims]  # [n, k]
     XW = Xb * b.W  # [n, k]
     A = unit_se_kernel(XW, f.ZW)  # [n, m_j]
     Phi_j = sla.solve_triangular(f.L, A.T, lower=True, check_finite=False).T  # [n, m_j]
-    return XW, f.ZW, f.Kzz, f.L, A, Phi_j
+    return XW, A, Phi_j
 
 
 def _check_X(X: object, params: CollectiveParams) -> np.ndarray:
@@ -555,7 +555,7 @@ def features(
     """
     X = _check_X(X, params)
     fs = _factors_for(params, factors)
-    parts = [_block_parts(X, b, f)[5] for b, f in zip(_blocks(params), fs, strict=True)]
+    parts = [_block_parts(X, b, f)[2] for b, f in zip(_blocks(params), fs, strict=True)]
     return np.hstack([*parts, np.ones((X.shape[0], 1))])
 
 
@@ -950,7 +950,7 @@ def local_grad_contribution(
     blocks = _blocks(params)
     fs = _factors_for(params, factors)
     parts = [_block_parts(X, b, f) for b, f in zip(blocks, fs, strict=True)]
-    Phi_m = np.hstack([p[5] for p in parts]) if len(parts) > 1 else parts[0][5]  # [n, m]
+    Phi_m = np.hstack([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]  # [n, m]
     Gbar = symmetrize(dB_dG)
     # only the kernel columns depend on theta; the bias column is constant
     Pb = 2.0 * (Phi_m @ Gbar[:m, :m] + Gbar[m, :m][None, :]) + np.outer(y, dB_dg[:m])  # [n, m]
@@ -959,7 +959,7 @@ def local_grad_contribution(
     if trace_coef != 0.0:
         Pb = Pb + 2.0 * trace_coef * Phi_m
     out, lo = [], 0
-    for b, f, (XW, _, _, _, A, Phi_j) in zip(blocks, fs, parts, strict=True):
+    for b, f, (XW, A, Phi_j) in zip(blocks, fs, parts, strict=True):
         mb = b.Z.shape[0]
         # Abar = Pb L^{-1}
         Abar = sla.solve_triangular(

@@ -96,8 +96,8 @@ def test_roundtrip_every_kind() -> None:
     for msg in msgs:
         out = decode([bytes(f) for f in encode(msg, H, M)], M, H)
         assert type(out) is type(msg)
-        for f in ("sender", "incarnation", "seq"):
-            assert getattr(out, f) == getattr(msg, f)
+        for f in ("sender", "incarnation", "seq", "acks", "pending", "gen"):
+            assert getattr(out, f, None) == getattr(msg, f, None), f
     f = decode(encode(fuse_msg(), H, M), M, H)
     assert isinstance(f, Fuse) and f.tree == TS and (f.to, f.version) == (4, 9)
     assert np.array_equal(f.summary.P, summary().P) and np.array_equal(f.summary.h, summary().h)
@@ -178,6 +178,8 @@ def test_header_too_large() -> None:
         fuse_header(t=[1, 2, 3]),
         fuse_header(c=[0, 7]),  # a tree message covers its sender
         fuse_header(to=None),
+        fuse_header(pd=2),  # a Fuse's pending notice is a flag
+        fuse_header(pd="1"),
     ],
 )
 def test_header_schema_rejections(header) -> None:
