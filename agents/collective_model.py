@@ -79,6 +79,7 @@ from swarmgp.fusion.errors import SwarmGPError
 from swarmgp.fusion.lbfgs import BoxLBFGS
 from swarmgp.fusion.sample import EMPTY_KEY, merge_samples, sample_points, sample_rows
 from swarmgp.fusion.summary import Summary
+from swarmgp.protocol.codec import MAX_REDUCE_LEN
 from swarmgp.protocol.messages import Reduce
 
 __all__ = [
@@ -295,6 +296,38 @@ def factors_of(theta: CollectiveParams, memo: WarmupMemo | None) -> tuple[Kernel
     return kernel_factors(theta) if memo is None else memo.factors(theta)
 
 
+@dataclass(eq=False)
+class _Leg:
+    """One L-BFGS fit of the warm-up: a probe from its own start, or the continuation.
+
+    Legs of one group run in lock-step (their statistics and gradients share the rounds), so
+    three probes cost the rounds of one; each leg sees exactly the numbers it would alone.
+    """
+
+    opt: BoxLBFGS
+    index: int  # probe number (its start), len(starts) for the continuation
+    stage: int  # 1: the static field alone (a static component's first stage), 2: all free
+    budget: int  # evaluations of the leg, both stages
+    theta: CollectiveParams | None = None  # the point under evaluation
+    factors: tuple[KernelFactor, ...] | None = None  # of theta
+    # (bound, dG, dg, direct, inducing_grad) or, with the site effect,
+    # (bound, dG, dg, trace_coef, direct); None: this evaluation failed
+    ev: tuple[Any, ...] | None = None
+    scale: float = 1.0  # |bound| at the leg's (or stage's) first evaluation
+    scale_unset: bool = True
+    evals_before: int = 0  # evaluations of a finished first stage
+
+    @property
+    def evals(self) -> int:
+        return self.evals_before + self.opt.n_evals
+
+    @property
+    def best_bound(self) -> float:
+        """The best bound found, unscaled (-inf before a finite one)."""
+        f = self.opt.f_best
+        return -f * self.scale if np.isfinite(f) else -np.inf
+
+
 class WarmupProgram:
     """The warm-up as an all-reduce program (see the module docstring); one per agent."""
 
@@ -305,24 +338,15 @@ class WarmupProgram:
         self._last_std: _Standard | None = None  # from an earlier session (fallback)
         self._X = np.zeros((0, self.enc.d))
         self._y = np.zeros(0)
-        self._opt: BoxLBFGS | None = None
-        self._theta: CollectiveParams | None = None
         self._theta0: CollectiveParams | None = None
-        self._best: CollectiveParams | None = None
-        # (bound, dG, dg, direct, inducing_grad) or, with the site effect,
-        # (bound, dG, dg, trace_coef, direct)
-        self._eval: tuple[Any, ...] | None = None
         self._Xs = self._ys = np.zeros(0)  # the snapshot, in the session's standardization
-        self._factors: tuple[KernelFactor, ...] | None = None  # of self._theta
-        self._scale = 1.0
-        self._scale_unset = True
-        self._stage = 2  # 1: the static field alone (a static component's first stage)
-        self._evals_before = 0  # evaluations of finished stages
         self._lo = self._hi = np.zeros(0)
         self._r0: np.ndarray | None = None  # round 0's result (the samples of --inducing-init)
-        self._leg = 0  # probe legs from each start, then the continuation of the best
-        self._probes: list[tuple[float, np.ndarray]] = []  # (bound, x) of each finished probe
-        self._stage_budget = 0
+        self._legs: list[_Leg] = []  # the legs of this group, in lock-step
+        self._next_probe = 0  # the next probe leg to start
+        self._probes: list[_Leg] = []  # finished probes
+        self._done: _Leg | None = None  # the leg whose best is the result
+        self._evals_done = 0  # evaluations of finished legs
         self._sections = self._sample_sections(self.enc)  # fixed by the encoding
 
     # sizes
@@ -381,8 +405,7 @@ class WarmupProgram:
     def restart(self) -> int:
         if self._std is not None:
             self._last_std = self._std
-        self._std, self._opt, self._eval, self._theta = None, None, None, None
-        self._factors = None
+        self._std, self._legs, self._probes, self._done = None, [], [], None
         return self._round0_len()
 
     def ready(self, now: float) -> bool:
@@ -423,32 +446,42 @@ class WarmupProgram:
                 + [sample_rows(X[:, list(c)], k, seed + j) for j, (_, k, c) in
                    enumerate(self._sections)]
             )  # fmt: skip
-        assert self._std is not None and self._theta is not None
-        Xs, ys, th = self._Xs, self._ys, self._theta
-        if rnd % 2 == 1:  # statistics under theta
-            if Xs.shape[0] == 0:
-                return np.zeros(self._stats_len())
-            st = batch_stats(Xs, ys, th, self._theta_factors())
-            if self.enc.site_effect:  # this agent's rows are one site: adjusted statistics
-                return site_adjust(st, th).pack()
-            return st.pack()
-        assert self._eval is not None
+        assert self._std is not None and self._legs
+        if rnd % 2 == 1:  # statistics under each leg's theta
+            return np.concatenate([self._leg_stats(leg) for leg in self._legs])
+        parts = [self._leg_grad(leg) for leg in self._legs if leg.ev is not None]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _leg_stats(self, leg: _Leg) -> np.ndarray:
+        Xs, ys, th = self._Xs, self._ys, leg.theta
+        assert th is not None
+        if Xs.shape[0] == 0:
+            return np.zeros(self._stats_len())
+        st = batch_stats(Xs, ys, th, self._leg_factors(leg))
+        if self.enc.site_effect:  # this agent's rows are one site: adjusted statistics
+            return site_adjust(st, th).pack()
+        return st.pack()
+
+    def _leg_grad(self, leg: _Leg) -> np.ndarray:
+        Xs, ys, th, ev = self._Xs, self._ys, leg.theta, leg.ev
+        assert th is not None and ev is not None
         if Xs.shape[0] == 0:
             return np.zeros(self._grad_len())
         if self.enc.site_effect:
-            _, dG, dg, tc, _ = self._eval
+            _, dG, dg, tc, _ = ev
             return site_local_contribution(Xs, ys, th, dG, dg, tc)
-        _, dG, dg = self._eval[:3]
+        _, dG, dg = ev[:3]
         # the path through L is added once, from the fused statistics (inducing_grad)
-        fs = self._theta_factors()
-        return local_grad_contribution(Xs, ys, th, dG, dg, factors=fs, through_L=False)
+        return local_grad_contribution(
+            Xs, ys, th, dG, dg, factors=self._leg_factors(leg), through_L=False
+        )
 
-    def _theta_factors(self) -> tuple[KernelFactor, ...]:
-        """K_ZZ factors of the current theta (one Cholesky per evaluation, both rounds)."""
-        assert self._theta is not None
-        if self._factors is None:
-            self._factors = factors_of(self._theta, self.model.warmup_memo)
-        return self._factors
+    def _leg_factors(self, leg: _Leg) -> tuple[KernelFactor, ...]:
+        """K_ZZ factors of the leg's theta (one Cholesky per evaluation, both rounds)."""
+        assert leg.theta is not None
+        if leg.factors is None:
+            leg.factors = factors_of(leg.theta, self.model.warmup_memo)
+        return leg.factors
 
     def apply(self, rnd: int, result: np.ndarray) -> int | None:
         enc = self.enc
@@ -456,63 +489,77 @@ class WarmupProgram:
             self._std = _with_box(_standard_from_sums(result, enc.d), enc.box)
             self._Xs, self._ys = self.model._standardize(self._X, self._y, self._std)
             self._theta0 = self._initial(self._std, result)
-            self._best = self._theta0
-            self._scale_unset = True
             if not enc.learn or result[0] < 1 or enc.max_evals < 1:
                 return None
             bnds = theta_bounds(self._theta0)
             self._lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
             self._hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
             self._r0 = result
-            self._evals_before = 0
-            self._probes = []
-            self._leg = 0
-            self._begin_leg()
+            self._legs, self._probes, self._done = [], [], None
+            self._next_probe, self._evals_done = 0, 0
             return self._ask()
-        assert self._opt is not None and self._theta is not None
+        assert self._legs
         if rnd % 2 == 1:
-            memo = self.model.warmup_memo
-            key = memo.key(self._theta.to_vector(), result) if memo is not None else b""
-            cached = memo.get(key) if memo is not None else None
-            try:
-                th = self._theta
-                ev: tuple[Any, ...]
-                if cached is not None:
-                    ev = cached
-                elif enc.site_effect:
-                    sst = SiteStats.unpack(result, enc.inducing)
-                    ev = site_bound_and_grads(sst, th.log_s, th.log_sn, th.log_sb)
-                else:
-                    st = Stats.unpack(result, enc.inducing)
-                    bound, dG, dg, direct = bound_and_stat_grads(
-                        st, th.log_s, th.log_sn, th.log_sb, th.static
-                    )
-                    ind = inducing_grad(st, th, dG, dg, self._theta_factors())
-                    ev = (bound, dG, dg, direct, ind)
-                if not np.isfinite(ev[0]):
-                    raise SwarmGPError("non-finite bound")
-                if memo is not None and cached is None:
-                    memo.put(key, ev)
-            except SwarmGPError:
-                self._opt.tell(np.inf, np.full(self._theta.to_vector().shape, np.nan))
-                return self._ask()
-            if self._scale_unset:
-                self._scale = max(1.0, abs(float(ev[0])))
-                self._scale_unset = False
-            self._eval = ev
-            return self._grad_len()
-        assert self._eval is not None
-        bound = self._eval[0]
-        if enc.site_effect:
-            direct = self._eval[-1]
-            k = enc.d * (1 + enc.inducing)
+            S, ok = self._stats_len(), 0
+            for i, leg in enumerate(self._legs):
+                ok += self._evaluate(leg, result[i * S : (i + 1) * S])
+            return ok * self._grad_len()
+        K, j = self._grad_len(), 0
+        for leg in self._legs:
+            if leg.ev is not None:
+                self._tell(leg, result[j * K : (j + 1) * K])
+                j += 1
+        return self._ask()
+
+    def _evaluate(self, leg: _Leg, result: np.ndarray) -> bool:
+        """The bound and its statistics gradients at the leg's theta from the fused
+        statistics ``result`` (shared through the simulator's memo); False if it failed."""
+        enc, th = self.enc, leg.theta
+        assert th is not None
+        memo = self.model.warmup_memo
+        key = memo.key(th.to_vector(), result) if memo is not None else b""
+        cached = memo.get(key) if memo is not None else None
+        try:
+            ev: tuple[Any, ...]
+            if cached is not None:
+                ev = cached
+            elif enc.site_effect:
+                sst = SiteStats.unpack(result, enc.inducing)
+                ev = site_bound_and_grads(sst, th.log_s, th.log_sn, th.log_sb)
+            else:
+                st = Stats.unpack(result, enc.inducing)
+                bound, dG, dg, direct = bound_and_stat_grads(
+                    st, th.log_s, th.log_sn, th.log_sb, th.static
+                )
+                ind = inducing_grad(st, th, dG, dg, self._leg_factors(leg))
+                ev = (bound, dG, dg, direct, ind)
+            if not np.isfinite(ev[0]):
+                raise SwarmGPError("non-finite bound")
+            if memo is not None and cached is None:
+                memo.put(key, ev)
+        except SwarmGPError:  # the leg backtracks; it sits out the gradient round
+            leg.ev = None
+            leg.opt.tell(np.inf, np.full(th.to_vector().shape, np.nan))
+            return False
+        if leg.scale_unset:
+            leg.scale = max(1.0, abs(float(ev[0])))
+            leg.scale_unset = False
+        leg.ev = ev
+        return True
+
+    def _tell(self, leg: _Leg, result: np.ndarray) -> None:
+        """Assemble the leg's gradient from the fused contributions and tell its L-BFGS."""
+        assert leg.ev is not None and leg.theta is not None
+        bound = leg.ev[0]
+        if self.enc.site_effect:
+            direct = leg.ev[-1]
+            k = self.enc.d * (1 + self.enc.inducing)
             tail = [direct[0], direct[1] + result[k], direct[2], result[k + 1]]
             grad = np.concatenate([result[:k], tail])
         else:
-            direct, ind = self._eval[3], self._eval[4]
-            grad = assemble_grad(self._theta, result + ind, direct)
-        self._opt.tell(-bound / self._scale, -grad / self._scale)
-        return self._ask()
+            direct, ind = leg.ev[3], leg.ev[4]
+            grad = assemble_grad(leg.theta, result + ind, direct)
+        leg.opt.tell(-bound / leg.scale, -grad / leg.scale)
 
     @property
     def _i_s(self) -> int:
@@ -524,67 +571,81 @@ class WarmupProgram:
         """Length-scale factors of the probe legs (:data:`START_ELL_FACTORS`)."""
         return START_ELL_FACTORS[: max(1, min(self.enc.warmup_starts, len(START_ELL_FACTORS)))]
 
-    def _leg_budget(self) -> int:
-        """Evaluations of the current leg: a probe's, or what the probes left for the last."""
+    def _group(self) -> int:
+        """Probes run together: all of them, unless their statistics would not fit one
+        Reduce message (``MAX_REDUCE_LEN``; only for a very large m)."""
+        return max(1, min(len(self._starts), MAX_REDUCE_LEN // self._stats_len()))
+
+    def _leg_budget(self, index: int) -> int:
+        """Evaluations of leg ``index``: a probe's, or what the probes left for the last."""
         k, enc = len(self._starts), self.enc
         if k == 1:
             return enc.max_evals
         probe = max(2, enc.max_evals // (k + 2))  # k probes, then twice a probe's budget or more
-        return probe if self._leg < k else max(1, enc.max_evals - k * probe)
+        return probe if index < k else max(1, enc.max_evals - k * probe)
 
-    def _begin_leg(self) -> None:
-        """Start leg ``self._leg``: a probe from its own start (the two-stage fit), or, after
-        every probe, the continuation of the best probe with everything free."""
+    def _new_leg(self, index: int) -> _Leg:
+        """Leg ``index``: a probe from its own start (the two-stage fit), or, after every
+        probe, the continuation of the best probe with everything free."""
         assert self._theta0 is not None and self._std is not None
-        budget = self._stage_budget = self._leg_budget()
-        self._scale_unset = True
-        if self._leg < len(self._starts):
+        budget = self._leg_budget(index)
+        if index < len(self._starts):
             theta = self._theta0
-            if self._leg > 0:
-                theta = self._initial(self._std, self._r0, self._starts[self._leg])
+            if index > 0:
+                theta = self._initial(self._std, self._r0, self._starts[index])
             x0, lo, hi, i = theta.to_vector(), self._lo.copy(), self._hi.copy(), self._i_s
             if theta.m_static and budget >= 2:
                 # stage 1 fits the static field alone (the joint scale pinned at its floor):
                 # what persists is explained first, the joint part then explains what changes
                 x0[i] = lo[i]
                 hi[i] = lo[i]
-                self._stage = 1
-                self._opt = BoxLBFGS(x0, lo, hi, max_evals=budget // 2)
-            else:
-                self._stage = 2
-                self._opt = BoxLBFGS(x0, self._lo, self._hi, max_evals=budget)
-            return
-        _, x_best = max(self._probes, key=lambda p: p[0])
-        self._stage = 2
-        self._opt = BoxLBFGS(x_best, self._lo, self._hi, max_evals=budget)
+                return _Leg(BoxLBFGS(x0, lo, hi, max_evals=budget // 2), index, 1, budget)
+            return _Leg(BoxLBFGS(x0, self._lo, self._hi, max_evals=budget), index, 2, budget)
+        best = max(sorted(self._probes, key=lambda g: g.index), key=lambda g: g.best_bound)
+        x_best = best.opt.x_best
+        return _Leg(BoxLBFGS(x_best, self._lo, self._hi, max_evals=budget), index, 2, budget)
+
+    def _leg_ask(self, leg: _Leg) -> np.ndarray | None:
+        """The leg's next point (switching a finished first stage to the second), or None."""
+        x = leg.opt.ask()
+        if x is None and leg.stage == 1 and np.isfinite(leg.opt.f_best):
+            # stage 2: everything free, from stage 1's best with the joint part switched on
+            x0 = leg.opt.x_best.copy()
+            x0[self._i_s] = float(np.log(JOINT_RESTART_SCALE))
+            leg.evals_before += leg.opt.n_evals
+            leg.stage = 2
+            leg.opt = BoxLBFGS(x0, self._lo, self._hi, max(1, leg.budget - leg.evals_before))
+            leg.scale_unset = True
+            x = leg.opt.ask()
+        return x
 
     def _ask(self) -> int | None:
-        assert self._opt is not None
-        x = self._opt.ask()
-        if x is None and self._stage == 1 and np.isfinite(self._opt.f_best):
-            # stage 2: everything free, from stage 1's best with the joint part switched on
-            x0 = self._opt.x_best.copy()
-            x0[self._i_s] = float(np.log(JOINT_RESTART_SCALE))
-            used = self._opt.n_evals
-            self._evals_before += used
-            self._stage = 2
-            self._opt = BoxLBFGS(x0, self._lo, self._hi, max(1, self._stage_budget - used))
-            self._scale_unset = True
-            x = self._opt.ask()
-        if x is None and self._leg < len(self._starts) and len(self._starts) > 1:
-            # a probe ended: keep its best (the bound, unscaled) and start the next leg
-            if np.isfinite(self._opt.f_best):
-                self._probes.append((-self._opt.f_best * self._scale, self._opt.x_best.copy()))
-            self._evals_before += self._opt.n_evals
-            self._leg += 1
-            if self._leg < len(self._starts) or self._probes:
-                self._begin_leg()
-                x = self._opt.ask()
-        if x is None:
-            return None
-        self._theta = self._from_vector(x)
-        self._factors = None
-        return self._stats_len()
+        """Next points of the active legs (starting the next group, or the continuation,
+        when a group ends); the size of the next statistics round, None when finished."""
+        k = len(self._starts)
+        while True:
+            active = []
+            for leg in self._legs:
+                x = self._leg_ask(leg)
+                if x is None:  # the leg ended
+                    self._evals_done += leg.evals
+                    self._done = leg
+                    if leg.index < k and k > 1 and np.isfinite(leg.opt.f_best):
+                        self._probes.append(leg)
+                    continue
+                leg.theta, leg.factors, leg.ev = self._from_vector(x), None, None
+                active.append(leg)
+            self._legs = active
+            if active:
+                return len(active) * self._stats_len()
+            if self._next_probe < k:  # the next group of probes
+                n = min(self._group(), k - self._next_probe)
+                self._legs = [self._new_leg(self._next_probe + i) for i in range(n)]
+                self._next_probe += n
+            elif k > 1 and self._probes and self._done is not None and self._done.index < k:
+                self._legs = [self._new_leg(k)]  # the continuation of the best probe
+            else:
+                return None
 
     def _pack(
         self, std: _Standard, theta: CollectiveParams, learned: bool, evals: int
@@ -593,10 +654,10 @@ class WarmupProgram:
 
     def final_state(self) -> np.ndarray:
         assert self._std is not None and self._theta0 is not None
-        if self._opt is None:
+        if self._done is None:
             return self._pack(self._std, self._theta0, False, 0)
-        theta = self._from_vector(self._opt.x_best)
-        return self._pack(self._std, theta, True, self._evals_before + self._opt.n_evals)
+        theta = self._from_vector(self._done.opt.x_best)
+        return self._pack(self._std, theta, True, self._evals_done)
 
     def fallback_state(self) -> np.ndarray:
         std = self._std or self._last_std
@@ -605,8 +666,9 @@ class WarmupProgram:
             self._X = np.concatenate([x for x, _ in b]) if b else np.zeros((0, self.enc.d))
             self._y = np.concatenate([y for _, y in b]) if b else np.zeros(0)
             std = _standard_from_sums(self.contribution(0), self.enc.d)
-        if self._opt is not None and self._std is not None and np.isfinite(self._opt.f_best):
-            theta = self._from_vector(self._opt.x_best)
+        legs = [g for g in self._legs + self._probes if np.isfinite(g.opt.f_best)]
+        if legs and self._std is not None:
+            theta = self._from_vector(max(legs, key=lambda g: g.best_bound).opt.x_best)
         else:
             theta = self._initial(std)
         return self._pack(std, theta, False, -1)
