@@ -35,6 +35,8 @@ __all__ = [
     "build_agent",
     "collective_timing",
     "common_encoding",
+    "heartbeat_floor",
+    "local_heartbeat",
     "model_config",
     "protocol_timing",
     "static_dims",
@@ -48,6 +50,58 @@ MIN_TIMEOUT_BEACONS = 6
 #: Real agents start one after another (each waits for its neighbours' endpoints): how long a
 #: starting agent owes its tree neighbours the changes of configured neighbours not heard yet.
 JOIN_WAIT_S = 30.0
+
+#: CPU seconds one beacon on one directed link costs a swarm of agent processes on one machine:
+#: the sender's share of building and sending it, the receiver's waking up (context switch, event
+#: loop, ZeroMQ poll), receiving, decoding and handling it, with each agent's own per-period
+#: ticking spread over its links. Measured with ``benchmarks/bench_heartbeat.py --swarm`` on
+#: the project's 2-core shared CPU box (idle swarms after consistency, m = 100, paper mode; CPU
+#: seconds per second of every agent process over the beacons sent per second), two rounds:
+#: 32 ring at 0.1 s 1.59/1.73 ms, 32 geometric at 0.1 s 1.21/1.26 ms, at 0.2 s 1.32/1.50 ms,
+#: 64 ring at 0.2 s 1.58/1.79 ms, 64 geometric at 0.7 s 1.16/1.18 ms; this is their median
+#: (rings cost more per link: each agent's ticking is spread over two links only). The bare
+#: path alone (build, encode, send, receive, decode, handle; two agents in one process,
+#: ``bench_heartbeat.py`` without ``--swarm``) is 0.26-0.29 ms: most of the cost is waking up.
+HEARTBEAT_CPU_S = 1.4e-3
+#: Share of the machine's cores the beacons of a ``local`` swarm may use (the rest is for
+#: fusion, learning and the launcher); above it peers time out under load and the tree churns.
+HEARTBEAT_CPU_SHARE = 0.5
+
+
+def heartbeat_floor(
+    links: int,
+    cores: int,
+    default: float,
+    cost_s: float = HEARTBEAT_CPU_S,
+    share: float = HEARTBEAT_CPU_SHARE,
+) -> float:
+    """The shortest heartbeat period at which a swarm's beacons use at most ``share`` of
+    ``cores``: ``max(default, links * cost_s / (cores * share))``.
+
+    Parameters
+    ----------
+    links : int
+        Directed links (every agent beacons to each configured neighbour: the sum of degrees).
+    cores : int
+        Cores the swarm's processes run on.
+    default : float
+        The period to use when the beacons fit (the command's default ``--heartbeat``).
+    """
+    return max(default, links * cost_s / (max(cores, 1) * share))
+
+
+def local_heartbeat(cfg: RunConfig, links: int, cores: int) -> tuple[float, str]:
+    """The heartbeat period of a ``local`` swarm of ``links`` directed links on ``cores``,
+    with the reason: ``--heartbeat`` exactly when given, else :func:`heartbeat_floor` of the
+    default (every agent of one machine beacons on its CPUs, and a swarm whose beacons
+    overload them never agrees: peers time out, the tree churns)."""
+    hb = cfg.timing.heartbeat
+    if "heartbeat" in cfg.given:
+        return hb, "--heartbeat"
+    floor = heartbeat_floor(links, cores, hb)
+    if floor <= hb:
+        return hb, "default"
+    return floor, f"floor for {links} links on {cores} cores; --heartbeat to override"
 
 
 #: Spawn key of the agents' seeds under the run seed (shared by every driver).

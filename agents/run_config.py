@@ -238,7 +238,8 @@ class RunTiming(_Section):
 
     heartbeat: float = _opt(
         0.5,
-        "beacon period in seconds (peer timeouts are several beacons)",
+        "beacon period in seconds (peer timeouts are several beacons; local: unless given, "
+        "raised so a large swarm's beacons use at most half of this machine's cores)",
         check=above(0.0),
         per_command={"local": 0.1, "agent": 0.1},
         metavar="S",
@@ -561,6 +562,11 @@ class RunConfig:
         Root of every random choice.
     swarm, model, data, timing, faults, scoring, process, output
         The sections (see their classes).
+    given : frozenset of str
+        The settings set explicitly (a flag, a ``--config`` file, a keyword of :meth:`make`
+        or :meth:`replace`); the others hold their defaults. A driver may choose a value
+        for a setting that is not given (``local``: a heartbeat floor for large swarms).
+        Not part of equality.
     """
 
     command: str = "sim"
@@ -573,6 +579,7 @@ class RunConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self) -> None:
         if self.command not in COMMANDS:
@@ -601,7 +608,7 @@ class RunConfig:
             raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}")
         flat.update(settings)
         command = flat.pop("command")
-        return _build(command, flat, per_command_defaults=False)
+        return _build(command, flat, per_command_defaults=False, given=self.given | set(settings))
 
     def flat(self) -> dict[str, Any]:
         """Every setting by its one name (``command`` and ``seed`` included)."""
@@ -643,8 +650,13 @@ _INDEX = _field_index()
 
 
 def _build(
-    command: str, settings: Mapping[str, Any], per_command_defaults: bool = True
+    command: str,
+    settings: Mapping[str, Any],
+    per_command_defaults: bool = True,
+    given: Iterable[str] | None = None,
 ) -> RunConfig:
+    """The config of ``command`` from flat ``settings``; ``given``: the settings set
+    explicitly (default: every key of ``settings``)."""
     if command not in COMMANDS:
         raise ConfigError(f"command: got {command!r}, allowed: {', '.join(COMMANDS)}")
     per_sec: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
@@ -666,7 +678,8 @@ def _build(
         sections = {s: _SECTIONS[s](**kw) for s, kw in per_sec.items()}
     except TypeError as exc:  # a value of the wrong kind slipped past coercion
         raise ConfigError(str(exc)) from None
-    return RunConfig(command=command, seed=seed, **sections)  # type: ignore[arg-type]
+    explicit = frozenset(settings if given is None else given) - {"command"}
+    return RunConfig(command=command, seed=seed, given=explicit, **sections)  # type: ignore[arg-type]
 
 
 def _hint(f: dataclasses.Field[Any]) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
 from swarmgp.fusion.encoders import AnalyticEncoder, ImportanceEncoder  # noqa: E402
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding  # noqa: E402
 from swarmgp.fusion.hyper import Hyperparameters  # noqa: E402

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+
 from swarmgp.agents.learner import Learner, LearnerConfig, batch_elbo
 from swarmgp.fusion.encoding import EncodingSpec, make_encoding
 from swarmgp.fusion.hyper import Hyperparameters

@@ -29,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
 from swarmgp.agents.sources import (  # noqa: E402
     BoundedQueue,
     ColumnSchema,

@@ -7,7 +7,9 @@ Measures, at m = 100 with learning off:
 - for N local agent processes on ring and geometric graphs: time from the last observation
   anywhere to consistency (the last moment any agent's collective model moved, read from the
   agents' own clocks, so status polling does not blur it), messages and bytes sent until
-  consistency, start-up time, and resident memory per agent process.
+  consistency, start-up time, and resident memory per agent process. The heartbeat is
+  ``launch.py local``'s: ``--heartbeat`` when given, else 0.1 s raised to the floor that keeps
+  a large swarm's beacons within half of this machine's cores (``heartbeat_s`` in the results).
 
     python benchmarks/bench_swarm.py --agents 8 32 64 --topologies ring geometric --out b.json
     python benchmarks/bench_swarm.py --agents 16 32 --fusion tree rounds
@@ -28,13 +30,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swarmgp.agents.runtime.local import LocalSwarm  # noqa: E402
+import launch  # noqa: E402
+from swarmgp.agents.runtime.local import LocalSwarm, swarm_heartbeat  # noqa: E402
 from swarmgp.agents.topology import neighbour_graph  # noqa: E402
 from swarmgp.fusion.summary import Summary  # noqa: E402
 from swarmgp.protocol.codec import decode, encode  # noqa: E402
 from swarmgp.protocol.messages import Fuse, TreeState  # noqa: E402
-
-import launch  # noqa: E402
 
 
 def bench_codec(m: int = 100, reps: int = 3000) -> dict[str, float]:
@@ -64,9 +65,10 @@ def bench_codec(m: int = 100, reps: int = 3000) -> dict[str, float]:
 
 
 def bench_swarm(
-    n: int, topology: str, m: int, heartbeat: float, timeout: float, fusion: str = "rounds"
+    n: int, topology: str, m: int, heartbeat: float | None, timeout: float, fusion: str = "rounds"
 ) -> dict:
     batches = 2
+    flags = [] if heartbeat is None else ["--heartbeat", str(heartbeat)]
     _, cfg = launch.parse_config(
         [
             "local",
@@ -83,8 +85,7 @@ def bench_swarm(
             str(batches),
             "--batch-size",
             "50",
-            "--heartbeat",
-            str(heartbeat),
+            *flags,
             "--seed",
             "1",
             "--fusion",
@@ -93,6 +94,8 @@ def bench_swarm(
     )
     assert cfg is not None
     adj = neighbour_graph(topology, None, n, cfg.seed)
+    hb, hb_note = swarm_heartbeat(cfg, adj)  # as launch.py local: the floor unless given
+    cfg = cfg.replace(heartbeat=hb)
     with tempfile.TemporaryDirectory(prefix="swarmgp-bench-") as d:
         sw = LocalSwarm(cfg, adj, Path(d))
         try:
@@ -115,7 +118,8 @@ def bench_swarm(
                 "topology": topology,
                 "edges": diam_edges,
                 "m": m,
-                "heartbeat_s": heartbeat,
+                "heartbeat_s": hb,
+                "heartbeat_note": hb_note,
                 "fusion": fusion,
                 "startup_s": t_started,
                 "consistency_after_last_obs_s": last_move - last_obs,
@@ -139,7 +143,12 @@ def main() -> int:
     p.add_argument("--agents", type=int, nargs="+", default=[8, 32])
     p.add_argument("--topologies", nargs="+", default=["ring", "geometric"])
     p.add_argument("--inducing", type=int, default=100)
-    p.add_argument("--heartbeat", type=float, default=0.1)
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        help="beacon period (default: as launch.py local, 0.1 s or the floor of a large swarm)",
+    )
     p.add_argument("--timeout", type=float, default=180.0)
     p.add_argument(
         "--fusion",

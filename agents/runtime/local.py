@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from swarmgp.agents.factory import local_heartbeat
 from swarmgp.agents.run_config import RunConfig, dump_toml
 from swarmgp.agents.runtime.errors import LaunchError
 from swarmgp.agents.runtime.rendezvous import read_records, write_swarm
@@ -44,7 +45,7 @@ from swarmgp.agents.topology import Adjacency, neighbour_graph
 from swarmgp.fusion.metrics import nlpd, rmse
 from swarmgp.fusion.summary import Summary, fuse
 
-__all__ = ["LocalSwarm", "exact_sum", "main", "progress"]
+__all__ = ["LocalSwarm", "exact_sum", "main", "progress", "swarm_heartbeat", "usable_cores"]
 
 LAUNCH_PY = Path(__file__).resolve().parents[2] / "launch.py"
 CONFIG_FILE = "swarm.toml"
@@ -173,6 +174,12 @@ class LocalSwarm:
             raise LaunchError(f"--state-dir {path}: {exc.strerror or exc}") from None
         return ["--state-dir", str(path)]
 
+    def preload(self) -> tuple[str, ...]:
+        """Modules the zygote imports once for every agent beyond the agent path: the
+        collective mode's refits need ``scipy.optimize`` (0.4 CPU-s per agent on its first
+        prediction otherwise; the paper mode never imports it)."""
+        return ("scipy.optimize",) if self.cfg.model.mode == "collective" else ()
+
     @staticmethod
     def agent_env() -> dict[str, str]:
         """The agents' environment: one BLAS thread each, unbuffered output."""
@@ -191,7 +198,9 @@ class LocalSwarm:
         if self.use_zygote:
             try:
                 if self.zygote is None:
-                    self.zygote = Zygote(self.agent_env(), self.dir / "zygote.stderr")
+                    self.zygote = Zygote(
+                        self.agent_env(), self.dir / "zygote.stderr", self.preload()
+                    )
                 p = self.zygote.spawn(
                     self.command(i)[2:], self.dir / f"agent-{i}.stderr", self.pipe_stdin
                 )
@@ -428,10 +437,32 @@ class LocalPlan:
     topology: str
     manifest: DataManifest
     workdir: Path
+    #: the swarm's heartbeat period (:func:`swarm_heartbeat`) and why
+    heartbeat: float = 0.1
+    heartbeat_note: str = "default"
+
+
+def usable_cores() -> int:
+    """Cores this process (and the agents it starts) may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def swarm_heartbeat(
+    cfg: RunConfig, adjacency: Mapping[int, Sequence[int]], cores: int | None = None
+) -> tuple[float, str]:
+    """The heartbeat period of a local swarm on ``adjacency`` and why: ``--heartbeat`` when
+    given, else the default raised so the beacons on every directed link use a bounded share
+    of this machine's cores (:func:`~swarmgp.agents.factory.local_heartbeat`)."""
+    links = sum(len(v) for v in adjacency.values())
+    return local_heartbeat(cfg, links, usable_cores() if cores is None else cores)
 
 
 def plan_local(cfg: RunConfig) -> LocalPlan:
-    """Data manifest, neighbour graph (one agent per sensor at most) and work directory."""
+    """Data manifest, neighbour graph (one agent per sensor at most), heartbeat period and work
+    directory."""
     manifest = declare_data(cfg.data, cfg.swarm.agents, cfg.seed, mode=cfg.model.mode)
     n = manifest.n_agents
     adjacency = neighbour_graph(cfg.swarm.topology, cfg.swarm.peers, n, cfg.seed)
@@ -442,7 +473,8 @@ def plan_local(cfg: RunConfig) -> LocalPlan:
         workdir = Path(cfg.process.workdir)
     else:
         workdir = Path(tempfile.mkdtemp(prefix="swarmgp-"))
-    return LocalPlan(adjacency, topo, manifest, workdir)
+    heartbeat, why = swarm_heartbeat(cfg, adjacency)
+    return LocalPlan(adjacency, topo, manifest, workdir, heartbeat, why)
 
 
 def score_swarm(
@@ -523,6 +555,8 @@ def _report(
                 sum(v for c in counters for k, v in c.items() if k.startswith("rejected."))
             ),
             "consistency_after_last_obs_s": t_cons - last_obs,
+            "heartbeat_s": cfg.timing.heartbeat,  # the period every agent used
+            "heartbeat_note": plan.heartbeat_note,
             "peak_rss_mb_total": float(sum(rss)),
             "workdir": str(plan.workdir),
             "scores_note": note,
@@ -606,6 +640,8 @@ def main(cfg: RunConfig) -> int:
 
         require_prometheus()
     plan = plan_local(cfg)
+    if plan.heartbeat != cfg.timing.heartbeat:  # every agent reads it from swarm.toml
+        cfg = cfg.replace(heartbeat=plan.heartbeat)
     if cfg.process.keys:  # a missing or bad keyring: one line here, not agents dying at start-up
         from swarmgp.protocol.keys import load_keyring
 
@@ -623,6 +659,7 @@ def main(cfg: RunConfig) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         progress(f"starting {swarm.n} agents on {plan.topology} (rendezvous {plan.workdir})")
+        progress(f"heartbeat {plan.heartbeat:.3g} s ({plan.heartbeat_note})")
         swarm.start(timeout_s=cfg.process.start_timeout)
         if swarm.pipe_stdin:  # jsonl:-: each row of our stdin to the agent that owns it
             fwd = threading.Thread(
