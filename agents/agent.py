@@ -502,9 +502,11 @@ class Agent:
                     self._store_message(s, msg, now)
                 else:
                     self.counters["drop.off_tree"] += 1
+                return out + self._emit(now)  # the tree is up to date
         elif isinstance(msg, Reduce):  # collective mode (issue 9)
             self._update_tree(now)
             out.extend(self._collective_step(now, msg))
+            return out + self._emit(now)  # (the all-reduce does not move the tree)
         self._update_tree(now)
         return out + self._emit(now)
 

@@ -136,31 +136,30 @@ class BoxLBFGS:
         self._new_direction()
 
     def _two_loop(self, q: np.ndarray, free: np.ndarray) -> np.ndarray:
+        """``H q`` on the free coordinates (Nocedal & Wright, Alg. 7.4); pairs with
+        ``s^T y <= 0`` there are skipped. The masked history is formed once: [k, n] each."""
         q = q * free
-        alphas = []
-        for s, y in zip(reversed(self._S), reversed(self._Y), strict=True):
-            sf, yf = s * free, y * free
-            sy = float(sf @ yf)
-            if sy <= 0:
-                alphas.append(0.0)
+        k = len(self._S)
+        if k == 0:
+            return q * free
+        S = np.array(self._S) * free  # [k, n]
+        Y = np.array(self._Y) * free  # [k, n]
+        sy = np.einsum("ij,ij->i", S, Y)  # [k]
+        alphas = np.zeros(k)
+        for i in range(k - 1, -1, -1):
+            if sy[i] <= 0:
                 continue
-            a = float(sf @ q) / sy
-            alphas.append(a)
-            q = q - a * yf
-        if self._S:
-            sf, yf = self._S[-1] * free, self._Y[-1] * free
-            yy = float(yf @ yf)
-            gamma = float(sf @ yf) / yy if yy > 0 and float(sf @ yf) > 0 else 1.0
-        else:
-            gamma = 1.0
+            a = float(S[i] @ q) / float(sy[i])
+            alphas[i] = a
+            q = q - a * Y[i]
+        yy = float(Y[-1] @ Y[-1])
+        gamma = float(sy[-1]) / yy if yy > 0 and sy[-1] > 0 else 1.0
         r = gamma * q
-        for (s, y), a in zip(zip(self._S, self._Y, strict=True), reversed(alphas), strict=True):
-            sf, yf = s * free, y * free
-            sy = float(sf @ yf)
-            if sy <= 0:
+        for i in range(k):
+            if sy[i] <= 0:
                 continue
-            b = float(yf @ r) / sy
-            r = r + (a - b) * sf
+            b = float(Y[i] @ r) / float(sy[i])
+            r = r + (alphas[i] - b) * S[i]
         return r * free
 
     def _new_direction(self) -> None:
