@@ -438,8 +438,8 @@ class LocalPlan:
     manifest: DataManifest
     workdir: Path
     #: the swarm's heartbeat period (:func:`swarm_heartbeat`) and why
-    heartbeat: float = 0.1
-    heartbeat_note: str = "default"
+    heartbeat: float
+    heartbeat_note: str
 
 
 def usable_cores() -> int:
