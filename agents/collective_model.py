@@ -54,6 +54,7 @@ import numpy as np
 from swarmgp.agents.allreduce import AllReduce, AllReduceTiming, TreeView
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
+    FeaturePart,
     KernelFactor,
     SiteStats,
     Stats,
@@ -61,6 +62,7 @@ from swarmgp.fusion.collapsed import (
     assemble_grad,
     batch_stats,
     bound_and_stat_grads,
+    feature_parts,
     inducing_grad,
     initial_params,
     kernel_factors,
@@ -310,6 +312,8 @@ class _Leg:
     budget: int  # evaluations of the leg, both stages
     theta: CollectiveParams | None = None  # the point under evaluation
     factors: tuple[KernelFactor, ...] | None = None  # of theta
+    # this agent's feature_parts under theta: the statistics round's, for the gradient round
+    parts: tuple[FeaturePart, ...] | None = None
     # (bound, dG, dg, direct, inducing_grad) or, with the site effect,
     # (bound, dG, dg, trace_coef, direct); None: this evaluation failed
     ev: tuple[Any, ...] | None = None
@@ -457,7 +461,8 @@ class WarmupProgram:
         assert th is not None
         if Xs.shape[0] == 0:
             return np.zeros(self._stats_len())
-        st = batch_stats(Xs, ys, th, self._leg_factors(leg))
+        leg.parts = feature_parts(Xs, th, self._leg_factors(leg))
+        st = batch_stats(Xs, ys, th, parts=leg.parts)
         if self.enc.site_effect:  # this agent's rows are one site: adjusted statistics
             return site_adjust(st, th).pack()
         return st.pack()
@@ -473,7 +478,7 @@ class WarmupProgram:
         _, dG, dg = ev[:3]
         # the path through L is added once, from the fused statistics (inducing_grad)
         return local_grad_contribution(
-            Xs, ys, th, dG, dg, factors=self._leg_factors(leg), through_L=False
+            Xs, ys, th, dG, dg, factors=self._leg_factors(leg), through_L=False, parts=leg.parts
         )
 
     def _leg_factors(self, leg: _Leg) -> tuple[KernelFactor, ...]:
@@ -634,6 +639,7 @@ class WarmupProgram:
                         self._probes.append(leg)
                     continue
                 leg.theta, leg.factors, leg.ev = self._from_vector(x), None, None
+                leg.parts = None
                 active.append(leg)
             self._legs = active
             if active:

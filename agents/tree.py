@@ -82,8 +82,10 @@ class SpanningTree:
         # forgotten or beaconed (_ver), for the same frozen live set, and (recompute) before
         # the first alive root's freshness can time out
         self._ver = 0
-        self._memo: tuple[int, frozenset[int], float, float] | None = None
+        # (ver, live, since, until, root -> alive as that recompute found it)
+        self._memo: tuple[int, frozenset[int], float, float, dict[int, bool]] | None = None
         self._nbrs_memo: tuple[int, frozenset[int], int, frozenset[int]] | None = None
+        self._fresh_moved: set[int] = set()  # roots re-advertised since the last recompute
 
     @property
     def is_root(self) -> bool:
@@ -92,8 +94,7 @@ class SpanningTree:
 
     def beacon(self) -> None:
         """Advance this agent's beacon counter (once per heartbeat)."""
-        self._beacon += 1
-        self._ver += 1
+        self._beacon += 1  # (no new _ver: a memo hit of recompute takes the new counter)
         if self.is_root:
             self.state = TreeState(self.me, self.incarnation, self._beacon, 0, NO_PARENT)
 
@@ -110,9 +111,13 @@ class SpanningTree:
         str or None
             ``"root_inc_future"`` or ``"root_seq_jump"`` when the freshness claim was refused.
         """
+        old = self._nbr.get(nbr)
         self._nbr[nbr] = st
-        self._ver += 1
         r, v = st.root, (st.root_inc, st.root_seq)
+        if old is None or (old.root, old.dist, old.parent) != (r, st.dist, st.parent):
+            self._ver += 1
+        else:
+            self._same_place(r)  # only the root's freshness may have moved
         if max_root_inc is not None and st.root_inc > max_root_inc:
             return "root_inc_future"
         f = self._fresh.get(r)
@@ -143,6 +148,19 @@ class SpanningTree:
             self._hops[r] = st.dist + 1
             del self._window[r]
         return None
+
+    def _same_place(self, r: int) -> None:
+        """A neighbour re-advertised its position with (perhaps) newer freshness of root r.
+
+        The choice of :meth:`recompute` is unchanged unless r's aliveness was part of it and
+        could change: freshness only grows, so a root found alive stays alive (its memo bound
+        is taken again after the update, in :meth:`recompute`) and a root no candidate checked
+        does not matter; a root found dead may come back, so the memo is dropped.
+        """
+        memo = self._memo
+        if memo is not None and memo[0] == self._ver and memo[4].get(r, True) is False:
+            self._ver += 1
+        self._fresh_moved.add(r)
 
     def forget(self, nbr: int) -> None:
         """Drop what ``nbr`` advertised (it expired, left, or restarted)."""
@@ -178,14 +196,19 @@ class SpanningTree:
         bool
             Whether ``(root, dist, parent)`` changed.
         """
-        memo = self._memo
-        if (
-            memo is not None
-            and memo[0] == self._ver
-            and memo[1] is live
-            and memo[2] <= now < memo[3]
-        ):
-            return False  # same inputs, and no alive root can have timed out yet
+        memo, moved = self._memo, self._fresh_moved
+        if memo is not None and memo[0] == self._ver and memo[1] is live and memo[2] <= now:
+            until = memo[3]
+            for r in moved:  # a root found alive, its freshness perhaps moved: its new bound
+                if memo[4].get(r):
+                    until = min(until, self._alive_until(r))
+            moved.clear()
+            if now < until:  # same choice; no alive root can have timed out yet
+                if until != memo[3]:
+                    self._memo = (*memo[:3], until, memo[4])
+                self._refresh_counter()
+                return False
+        moved.clear()
         me, cur = self.me, self.state
         best: tuple[int, int, int, int] | None = None
         alive: dict[int, bool] = {}  # root_alive per root, once per call (neighbours share roots)
@@ -211,8 +234,19 @@ class SpanningTree:
             new = TreeState(r, f[0], f[1], d, b)
         self.state = new
         if isinstance(live, frozenset):
-            self._memo = (self._ver, live, now, until)
+            self._memo = (self._ver, live, now, until, alive)
         return (new.root, new.dist, new.parent) != (cur.root, cur.dist, cur.parent)
+
+    def _refresh_counter(self) -> None:
+        """The state's beacon counter as a full recompute would set it (same position)."""
+        st = self.state
+        if st.root == self.me:
+            v = (self.incarnation, self._beacon)
+        else:
+            f = self._fresh[st.root]
+            v = (f[0], f[1])
+        if v != (st.root_inc, st.root_seq):
+            self.state = TreeState(st.root, v[0], v[1], st.dist, st.parent)
 
     def _alive_until(self, root: int) -> float:
         # a margin below the exact bound of root_alive (floating point): at worst one more

@@ -62,12 +62,14 @@ from swarmgp.fusion.linalg import (
     identity_plus_psd,
     pack_symmetric,
     packed_size,
+    right_solve_lower,
     symmetrize,
     unpack_symmetric,
 )
 
 __all__ = [
     "CollectiveParams",
+    "FeaturePart",
     "FitResult",
     "KernelFactor",
     "Stats",
@@ -76,6 +78,7 @@ __all__ = [
     "batch_stats",
     "bound_and_stat_grads",
     "collapsed_bound",
+    "feature_parts",
     "features",
     "fit_pooled",
     "inducing_grad",
@@ -485,11 +488,14 @@ class KernelFactor:
         ``k(ZW, ZW)``.
     L : ndarray of shape (m_j, m_j)
         Lower Cholesky factor of ``K_ZZ + jitter I``.
+    zsq : ndarray of shape (m_j,)
+        ``|ZW_i|^2``, the inducing side of the cross kernel's squared distances.
     """
 
     ZW: np.ndarray
     Kzz: np.ndarray
     L: np.ndarray
+    zsq: np.ndarray  # [m_j] squared row norms of ZW (for the cross kernel)
 
 
 def kernel_factors(params: CollectiveParams) -> tuple[KernelFactor, ...]:
@@ -504,7 +510,7 @@ def kernel_factors(params: CollectiveParams) -> tuple[KernelFactor, ...]:
         ZW = b.Z * b.W  # [m_j, k]
         Kzz = unit_se_kernel(ZW, ZW)  # [m_j, m_j]
         L = cholesky(Kzz + params.jitter * np.eye(b.Z.shape[0]), "K_ZZ")
-        out.append(KernelFactor(ZW, Kzz, L))
+        out.append(KernelFactor(ZW, Kzz, L, (ZW * ZW).sum(1)))
     return tuple(out)
 
 
@@ -518,15 +524,50 @@ def _factors_for(
     return factors
 
 
-def _block_parts(
-    X: np.ndarray, b: _Block, f: KernelFactor
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: One component's ``(XW [n, k], A = k(XW, ZW) [n, m_j], Phi_j = A L^{-T} [n, m_j])``.
+FeaturePart = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _cross_kernel(XW: np.ndarray, f: KernelFactor) -> np.ndarray:
+    """``k(XW, ZW) [n, m_j]``, the same numbers as :func:`unit_se_kernel` in place (hot path)."""
+    sq = (XW * XW).sum(1)[:, None] + f.zsq[None, :]  # [n, m_j]
+    sq -= (2.0 * XW) @ f.ZW.T
+    np.maximum(sq, 0.0, out=sq)
+    sq *= -0.5
+    return np.exp(sq, out=sq)
+
+
+def _block_parts(X: np.ndarray, b: _Block, f: KernelFactor) -> FeaturePart:
     """``XW [n, k]``, ``A = k(XW, ZW) [n, m_j]`` and ``Phi_j = A L^{-T} [n, m_j]``."""
     Xb = X if b.dims is None else X[:, b.dims]  # [n, k]
     XW = Xb * b.W  # [n, k]
-    A = unit_se_kernel(XW, f.ZW)  # [n, m_j]
-    Phi_j = sla.solve_triangular(f.L, A.T, lower=True, check_finite=False).T  # [n, m_j]
-    return XW, A, Phi_j
+    A = _cross_kernel(XW, f)  # [n, m_j]
+    return XW, A, right_solve_lower(f.L, A, trans=True)
+
+
+def feature_parts(
+    X: np.ndarray, params: CollectiveParams, factors: tuple[KernelFactor, ...] | None = None
+) -> tuple[FeaturePart, ...]:
+    """Each component's ``(XW, A, Phi_j)`` for ``X`` (n, d) under ``params``.
+
+    What :func:`batch_stats` and :func:`local_grad_contribution` both compute: the warm-up
+    evaluates one then the other at the same theta on the same rows, and passes these from the
+    first to the second (``parts=``) instead of computing them twice.
+    """
+    X = _check_X(X, params)
+    fs = _factors_for(params, factors)
+    return tuple(_block_parts(X, b, f) for b, f in zip(_blocks(params), fs, strict=True))
+
+
+def _checked_parts(
+    parts: tuple[FeaturePart, ...], params: CollectiveParams, n: int
+) -> tuple[FeaturePart, ...]:
+    blocks = _blocks(params)
+    if len(parts) != len(blocks) or any(
+        p[2].shape != (n, b.Z.shape[0]) for p, b in zip(parts, blocks, strict=True)
+    ):
+        raise ShapeError(f"feature parts: not those of {n} rows under m = {params.m}")
+    return parts
 
 
 def _check_X(X: object, params: CollectiveParams) -> np.ndarray:
@@ -554,9 +595,12 @@ def features(
     ndarray of shape (n, m + 1)
     """
     X = _check_X(X, params)
-    fs = _factors_for(params, factors)
-    parts = [_block_parts(X, b, f)[2] for b, f in zip(_blocks(params), fs, strict=True)]
-    return np.hstack([*parts, np.ones((X.shape[0], 1))])
+    return _phi(feature_parts(X, params, factors), X.shape[0])
+
+
+def _phi(parts: tuple[FeaturePart, ...], n: int) -> np.ndarray:
+    """``[Phi_1, ..., Phi_J, 1]`` (n, m + 1) from :func:`feature_parts`."""
+    return np.hstack([*(p[2] for p in parts), np.ones((n, 1))])
 
 
 @dataclass(frozen=True, eq=False)
@@ -671,6 +715,7 @@ def batch_stats(
     y: np.ndarray,
     params: CollectiveParams,
     factors: tuple[KernelFactor, ...] | None = None,
+    parts: tuple[FeaturePart, ...] | None = None,
 ) -> Stats:
     """Statistics of one batch: ``G = Phi^T Phi``, ``g = Phi^T y``, ``y^T y``, n.
 
@@ -681,6 +726,8 @@ def batch_stats(
     params : CollectiveParams
     factors : tuple of KernelFactor, optional
         :func:`kernel_factors` of ``params`` (computed here if None).
+    parts : tuple, optional
+        :func:`feature_parts` of ``X`` under ``params`` (computed here if None).
 
     Returns
     -------
@@ -688,7 +735,9 @@ def batch_stats(
     """
     X = _check_X(X, params)
     y = _check_y(y, X.shape[0])
-    Phi = features(X, params, factors)  # [n, m+1]
+    if parts is None:
+        parts = feature_parts(X, params, factors)
+    Phi = _phi(_checked_parts(parts, params, X.shape[0]), X.shape[0])  # [n, m+1]
     return Stats(symmetrize(Phi.T @ Phi), Phi.T @ y, float(y @ y), int(X.shape[0]))
 
 
@@ -903,6 +952,7 @@ def local_grad_contribution(
     trace_coef: float = 0.0,
     factors: tuple[KernelFactor, ...] | None = None,
     through_L: bool = True,
+    parts: tuple[FeaturePart, ...] | None = None,
 ) -> np.ndarray:
     """This agent's part of ``dL/d(log ell, Z)``, through its own ``Phi`` (L included).
 
@@ -935,6 +985,8 @@ def local_grad_contribution(
         :func:`kernel_factors` of ``params`` (computed here if None).
     through_L : bool
         Include the path through ``L`` (default True).
+    parts : tuple, optional
+        :func:`feature_parts` of ``X`` under ``params`` (computed here if None).
 
     Returns
     -------
@@ -949,7 +1001,9 @@ def local_grad_contribution(
     dB_dg = as_float64(dB_dg, "dB_dg", (m + 1,))
     blocks = _blocks(params)
     fs = _factors_for(params, factors)
-    parts = [_block_parts(X, b, f) for b, f in zip(blocks, fs, strict=True)]
+    if parts is None:
+        parts = tuple(_block_parts(X, b, f) for b, f in zip(blocks, fs, strict=True))
+    parts = _checked_parts(parts, params, X.shape[0])
     Phi_m = np.hstack([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]  # [n, m]
     Gbar = symmetrize(dB_dG)
     # only the kernel columns depend on theta; the bias column is constant
@@ -962,9 +1016,7 @@ def local_grad_contribution(
     for b, f, (XW, A, Phi_j) in zip(blocks, fs, parts, strict=True):
         mb = b.Z.shape[0]
         # Abar = Pb L^{-1}
-        Abar = sla.solve_triangular(
-            f.L, Pb[:, lo : lo + mb].T, lower=True, trans="T", check_finite=False
-        ).T  # [n, m_j]
+        Abar = right_solve_lower(f.L, Pb[:, lo : lo + mb], trans=False)  # [n, m_j]
         g = _cross_backward(b.W, XW, f.ZW, A, Abar)
         if through_L:
             g += _kzz_backward(b.W, f, -Abar.T @ Phi_j)

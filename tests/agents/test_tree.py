@@ -162,3 +162,41 @@ def test_max_dist_caps_distances() -> None:
     for _ in range(20):
         net.round()
     assert net.t[4].state.root == 0 and net.t[5].state.root == 5  # too far: own root
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_memoized_recompute_equals_the_full_recompute(seed: int) -> None:
+    """The simulator's memo (a frozen live set; re-advertisements of the same position do
+    not invalidate it) against a twin recomputing from scratch (a plain set) on one
+    asynchronous trace: random beacons, observations, a root that dies and comes back,
+    and links that go down and up."""
+    r = np.random.default_rng(seed)
+    n = 12
+    adj = random_connected(n, seed + 10)
+    fast = {i: SpanningTree(i, 1, 16, 2.0, heartbeat_s=0.5) for i in adj}
+    slow = {i: SpanningTree(i, 1, 16, 2.0, heartbeat_s=0.5) for i in adj}
+    up = set(adj)
+    live = {i: frozenset(adj[i]) for i in adj}
+    now = 0.0
+    for step in range(3000):
+        now += float(r.exponential(0.02))
+        i = int(r.integers(0, n))
+        if step % 400 == 399:  # the root (agent 0) dies or returns
+            up.symmetric_difference_update({0})
+        if i not in up:
+            continue
+        if r.random() < 0.02:  # a link changes: a new frozen live set
+            j = int(r.choice(sorted(adj[i])))
+            live[i] = live[i] ^ {j}
+        if r.random() < 0.2:
+            fast[i].beacon()
+            slow[i].beacon()
+        else:
+            j = int(r.choice(sorted(adj[i])))
+            if j in up and j in live[i]:
+                st = fast[j].state
+                assert fast[i].observe(j, st, now, 10) == slow[i].observe(j, st, now, 10)
+        a = fast[i].recompute(now, live[i])
+        b = slow[i].recompute(now, set(live[i]))
+        assert a == b and fast[i].state == slow[i].state, (step, i)
+        assert fast[i].neighbors(live[i]) == slow[i].neighbors(set(live[i]))

@@ -24,6 +24,7 @@ from swarmgp.fusion import (
     batch_stats,
     bound_and_stat_grads,
     collapsed_bound,
+    feature_parts,
     features,
     fit_pooled,
     inducing_grad,
@@ -37,6 +38,7 @@ from swarmgp.fusion import (
     refit_scale_noise,
     sum_stats,
 )
+from swarmgp.fusion.linalg import right_solve_lower
 from swarmgp.fusion.metrics import nlpd
 
 M, D = 7, 2
@@ -225,6 +227,39 @@ def test_the_path_through_L_from_fused_statistics_equals_the_per_agent_sum(stati
     _, g_pool = pooled_bound_and_grad(X, y, p)
     grad = assemble_grad(p, split, direct)
     assert np.max(np.abs(grad - g_pool)) <= RTOL_EXACT * np.max(np.abs(g_pool))
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_shared_feature_parts_give_the_same_numbers(static):
+    """The warm-up passes the statistics round's feature parts to the gradient round: the
+    results are bit-identical to computing them twice; parts of other rows are refused."""
+    rng = np.random.default_rng(16)
+    kw = {"static_dims": (0,), "m_static": 3} if static else {}
+    p = initial_params(np.full(D, -2.0), np.full(D, 2.0), M + 3, 4, **kw)
+    X, y = _data(rng, 30)
+    fs = kernel_factors(p)
+    parts = feature_parts(X, p, fs)
+    a, b = batch_stats(X, y, p, fs), batch_stats(X, y, p, parts=parts)
+    assert np.array_equal(a.G, b.G) and np.array_equal(a.g, b.g)
+    _, dG, dg, _ = bound_and_stat_grads(a, p.log_s, p.log_sn, p.log_sb, p.static)
+    g1 = local_grad_contribution(X, y, p, dG, dg, factors=fs, through_L=False)
+    g2 = local_grad_contribution(X, y, p, dG, dg, factors=fs, through_L=False, parts=parts)
+    assert np.array_equal(g1, g2)
+    with pytest.raises(ShapeError):
+        batch_stats(X[:5], y[:5], p, parts=parts)
+
+
+@pytest.mark.parametrize("trans", [True, False])
+def test_right_solve_lower_against_a_dense_solve(trans):
+    rng = np.random.default_rng(17)
+    A = rng.normal(size=(9, 9))
+    L = np.linalg.cholesky(A @ A.T + 9 * np.eye(9))
+    B = rng.normal(size=(4, 9))
+    X = right_solve_lower(L, B, trans=trans)
+    ref = B @ np.linalg.inv(L.T if trans else L)  # the slow, obvious reference
+    assert X.flags.c_contiguous and X.shape == (4, 9)
+    np.testing.assert_allclose(X, ref, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(X @ (L.T if trans else L), B, rtol=0, atol=1e-13)
 
 
 # ---------------------------------------------------------------------------- posterior, predict
