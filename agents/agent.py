@@ -191,6 +191,8 @@ class Agent:
         self._gen = 0  # changes when the local summary or the tree-neighbour set changes
         self._stamp = 0  # monotone source of generation/version numbers (never reused)
         self._tree_nbrs: frozenset[int] = frozenset()
+        # (root, root_inc, parent, tree neighbours) at the last collective step
+        self._step_sig: tuple[int, int, int, frozenset[int]] | None = None
         self._sent: dict[int, tuple[tuple[Any, ...], int]] = {}  # b -> (content key, version)
         self._fused_v: np.ndarray | None = None  # R_F(a) packed (see fused_summary)
         self._fused_counts = (0, 0)  # its (n_obs, n_agents)
@@ -382,6 +384,7 @@ class Agent:
         from swarmgp.agents.allreduce import TreeView
 
         st = self.tree.state
+        self._step_sig = (st.root, st.root_inc, st.parent, self._tree_nbrs)
         tv = TreeView(
             self.id,
             self.config.incarnation,
@@ -598,7 +601,27 @@ class Agent:
             period = self.config.timing.fuse_resend_s
             self._next_resend = now + (period / 2 if self._rounds else period)
             force = True
-        return self._emit(now, force) + self._collective_step(now)  # collective mode (issue 9)
+        return self._emit(now, force) + self._collective_tick(now)
+
+    def _collective_tick(self, now: float) -> list[Outbound]:
+        """A tick's step of the collective warm-up, only where it can do something.
+
+        A member that is not a root moves on messages, tree changes and its own timers
+        (``collective_deadline``); on any other tick (a heartbeat's, a fusion send's) its step
+        does nothing, so it is skipped (the simulator ticks each agent about ten times a
+        second). A root always steps: its census start and round time-out depend on the clock.
+        """
+        deadline = getattr(self.model, "collective_deadline", None)
+        if deadline is None:
+            return []
+        st = self.tree.state
+        if (
+            st.root != self.id
+            and now < deadline()
+            and self._step_sig == (st.root, st.root_inc, st.parent, self._tree_nbrs)
+        ):
+            return []
+        return self._collective_step(now)
 
     def stop(self, now: float) -> list[Outbound]:
         """Say goodbye to every known peer; afterwards only status requests are served."""
