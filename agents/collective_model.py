@@ -258,12 +258,53 @@ class WarmupMemo:
         self.hits = 0
         self._items: dict[bytes, tuple[Any, ...]] = {}
         self._factors: dict[bytes, tuple[KernelFactor, ...]] = {}
+        self._opts: dict[bytes, dict[str, Any]] = {}  # L-BFGS states after a tell
+        self._thetas: dict[bytes, CollectiveParams] = {}
+        self._last: tuple[np.ndarray, bytes] | None = None  # the latest round result, digested
 
     @staticmethod
     def key(theta: np.ndarray, result: np.ndarray) -> bytes:
         h = hashlib.blake2b(np.ascontiguousarray(theta, dtype="<f8").tobytes(), digest_size=16)
         h.update(np.ascontiguousarray(result, dtype="<f8").tobytes())
         return h.digest()
+
+    def result_key(self, result: np.ndarray) -> bytes:
+        """Digest of a round's result vector; the simulator hands every agent the same array
+        object, so it is hashed once per round (the memo holds it: its id stays unique)."""
+        last = self._last
+        if last is not None and last[0] is result:
+            return last[1]
+        k = self.key(np.zeros(0), result)
+        self._last = (result, k)
+        return k
+
+    def tell(self, opt: BoxLBFGS, f: float, g: np.ndarray) -> None:
+        """``opt.tell(f, g)``, computed once for all the process's optimizers in one state
+        (every member's L-BFGS of a session is; :attr:`BoxLBFGS.fingerprint` says so)."""
+        key = opt.fingerprint_after(f, g)
+        snap = self._opts.get(key)
+        if snap is not None:
+            self.hits += 1
+            opt.restore(snap)
+            return
+        opt.tell(f, g)
+        self._opts[key] = opt.snapshot()
+        while len(self._opts) > self.size:
+            del self._opts[next(iter(self._opts))]
+
+    def theta(self, enc: CollectiveEncoding, x: np.ndarray) -> CollectiveParams:
+        """``enc.theta_from_vector(x)``, once per point (its arrays read-only)."""
+        key = x.tobytes()
+        th = self._thetas.get(key)
+        if th is None:
+            th = enc.theta_from_vector(x)
+            for v in vars(th).values():
+                if isinstance(v, np.ndarray):
+                    v.flags.writeable = False
+            self._thetas[key] = th
+            while len(self._thetas) > self.size:
+                del self._thetas[next(iter(self._thetas))]
+        return th
 
     def get(self, key: bytes) -> tuple[Any, ...] | None:
         ev = self._items.get(key)
@@ -404,7 +445,8 @@ class WarmupProgram:
         return 3 + 4 * self.enc.d + sum(k * (1 + len(c)) for _, k, c in self._sections)
 
     def _from_vector(self, v: np.ndarray) -> CollectiveParams:
-        return self.enc.theta_from_vector(v)
+        memo = self.model.warmup_memo
+        return self.enc.theta_from_vector(v) if memo is None else memo.theta(self.enc, v)
 
     def restart(self) -> int:
         if self._std is not None:
@@ -506,8 +548,10 @@ class WarmupProgram:
         assert self._legs
         if rnd % 2 == 1:
             S, ok = self._stats_len(), 0
+            memo = self.model.warmup_memo
+            rkey = memo.result_key(result) if memo is not None else b""
             for i, leg in enumerate(self._legs):
-                ok += self._evaluate(leg, result[i * S : (i + 1) * S])
+                ok += self._evaluate(leg, result[i * S : (i + 1) * S], rkey + bytes([i]))
             return ok * self._grad_len()
         K, j = self._grad_len(), 0
         for leg in self._legs:
@@ -516,13 +560,14 @@ class WarmupProgram:
                 j += 1
         return self._ask()
 
-    def _evaluate(self, leg: _Leg, result: np.ndarray) -> bool:
+    def _evaluate(self, leg: _Leg, result: np.ndarray, rkey: bytes) -> bool:
         """The bound and its statistics gradients at the leg's theta from the fused
-        statistics ``result`` (shared through the simulator's memo); False if it failed."""
+        statistics ``result`` (shared through the simulator's memo, ``rkey`` naming the
+        round's result and the leg's part of it); False if it failed."""
         enc, th = self.enc, leg.theta
         assert th is not None
         memo = self.model.warmup_memo
-        key = memo.key(th.to_vector(), result) if memo is not None else b""
+        key = memo.key(th.to_vector(), np.frombuffer(rkey, np.uint8)) if memo is not None else b""
         cached = memo.get(key) if memo is not None else None
         try:
             ev: tuple[Any, ...]
@@ -564,7 +609,11 @@ class WarmupProgram:
         else:
             direct, ind = leg.ev[3], leg.ev[4]
             grad = assemble_grad(leg.theta, result + ind, direct)
-        leg.opt.tell(-bound / leg.scale, -grad / leg.scale)
+        memo = self.model.warmup_memo
+        if memo is None:
+            leg.opt.tell(-bound / leg.scale, -grad / leg.scale)
+        else:
+            memo.tell(leg.opt, -bound / leg.scale, -grad / leg.scale)
 
     @property
     def _i_s(self) -> int:

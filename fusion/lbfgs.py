@@ -14,6 +14,9 @@ It minimizes; pass ``-bound`` to maximize.
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import numpy as np
 
 from swarmgp.fusion.errors import ShapeError
@@ -49,6 +52,9 @@ class BoxLBFGS:
     n_evals : int
     done : bool
     x_best, f_best : the best point told so far and its value.
+    fingerprint : bytes
+        A digest of the settings, the start and every ``(f, g)`` told: two optimizers with
+        the same fingerprint are in the same state (see :meth:`snapshot`).
     """
 
     def __init__(
@@ -82,8 +88,37 @@ class BoxLBFGS:
         self._backtracks = 0
         self._reset_once = False
         self._started = False
+        h = hashlib.blake2b(repr((max_evals, memory, gtol, ftol)).encode(), digest_size=16)
+        for a in (self._x, self.lo, self.hi):
+            h.update(a.tobytes())
+        self.fingerprint = h.digest()
 
     # ------------------------------------------------------------------ interface
+
+    def fingerprint_after(self, f: float, g: np.ndarray) -> bytes:
+        """The :attr:`fingerprint` that ``tell(f, g)`` will leave (nothing changes here)."""
+        h = hashlib.blake2b(self.fingerprint, digest_size=16)
+        h.update(np.float64(f).tobytes())
+        h.update(np.ascontiguousarray(g, dtype=np.float64).tobytes())
+        return h.digest()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state, to :meth:`restore` into another optimizer of the same settings.
+
+        Arrays are shared and made read-only (none is ever changed in place here); the
+        curvature lists are copied.
+        """
+        out = dict(vars(self))
+        for v in out.values():
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
+        out["_S"], out["_Y"] = tuple(self._S), tuple(self._Y)
+        return out
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Take the state of :meth:`snapshot` (this optimizer then behaves exactly as that)."""
+        vars(self).update(snap)
+        self._S, self._Y = list(snap["_S"]), list(snap["_Y"])
 
     def ask(self) -> np.ndarray | None:
         """The next point to evaluate, or None when finished."""
@@ -93,6 +128,7 @@ class BoxLBFGS:
         """The objective and its gradient at the point last returned by :meth:`ask`."""
         if self.done:
             return
+        self.fingerprint = self.fingerprint_after(f, g)
         self.n_evals += 1
         g = np.asarray(g, dtype=np.float64)
         ok = bool(np.isfinite(f)) and bool(np.isfinite(g).all())

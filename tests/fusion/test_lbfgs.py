@@ -92,3 +92,26 @@ def test_non_finite_values_backtrack():
 
     opt = drive(f, np.array([0.0, 1.0]), -np.inf, np.inf, 80)
     assert np.isfinite(opt.f_best) and opt.x_best[0] <= 1.5
+
+
+def test_snapshot_restore_and_fingerprint_follow_the_state():
+    """An optimizer that takes another's snapshot after every tell behaves exactly as it:
+    the same asks, the same end, the same fingerprint; other tells give other fingerprints."""
+    x0, lo, hi = np.full(4, -1.2), np.full(4, -2.0), np.full(4, 2.0)
+    a, b = BoxLBFGS(x0, lo, hi, max_evals=40), BoxLBFGS(x0, lo, hi, max_evals=40)
+    assert a.fingerprint == b.fingerprint != BoxLBFGS(x0 + 0.1, lo, hi, 40).fingerprint
+    while (x := a.ask()) is not None:
+        xb = b.ask()
+        assert xb is not None and np.array_equal(x, xb)
+        f, g = rosen(x)
+        assert a.fingerprint_after(f, g) != a.fingerprint_after(f + 1e-9, g)
+        want = a.fingerprint_after(f, g)
+        a.tell(f, g)
+        assert a.fingerprint == want
+        b.restore(a.snapshot())
+    assert b.ask() is None and b.done and b.n_evals == a.n_evals
+    assert np.array_equal(a.x_best, b.x_best) and a.f_best == b.f_best
+    c = BoxLBFGS(x0, lo, hi, max_evals=40)  # the reference: told directly, never restored
+    while (x := c.ask()) is not None:
+        c.tell(*rosen(x))
+    assert np.array_equal(c.x_best, a.x_best) and c.fingerprint == a.fingerprint
