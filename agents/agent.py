@@ -45,6 +45,16 @@ changes:
   sender; a message is resent (same version) only while the receiver's latest heartbeat does
   not hold it, every ``fuse_resend_s / 2``. Holding never changes what is sent, only when, so
   loss, duplication, reordering, churn and partitions converge exactly as in the tree mode.
+* Pending notices. Every Fuse (``pending``) and heartbeat (``pending``: the ids owed) says
+  which tree neighbours the sender still owes a change: one whose changed message it holds,
+  one it owes because its own summary is behind a neighbour's round, or one whose message
+  depends on a change another neighbour still owes it. A notice that changes without a Fuse
+  goes out at once in a heartbeat to that neighbour. An agent told that ``k`` owes it a change
+  holds what depends on ``k`` (counted in ``fuse_pending_hold``) while the notice is fresh
+  (``min(peer_timeout_s, 2.5 * heartbeat_s)``), at most ``10 * fuse_hold_s`` from the first
+  hold, so a change still travelling through a deep subtree keeps the rounds around it open
+  instead of letting holds time out into partial rounds. A notice is advisory (it never
+  changes what is sent), so a lost or forged one only delays.
 """
 
 from __future__ import annotations
