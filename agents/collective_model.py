@@ -263,10 +263,18 @@ class WarmupMemo:
         self._last: tuple[np.ndarray, bytes] | None = None  # the latest round result, digested
 
     @staticmethod
-    def key(theta: np.ndarray, result: np.ndarray) -> bytes:
-        h = hashlib.blake2b(np.ascontiguousarray(theta, dtype="<f8").tobytes(), digest_size=16)
-        h.update(np.ascontiguousarray(result, dtype="<f8").tobytes())
+    def key(*arrays: np.ndarray | bytes) -> bytes:
+        """A 16-byte digest of float64 arrays (little-endian) and byte strings, in order."""
+        h = hashlib.blake2b(digest_size=16)
+        for a in arrays:
+            h.update(a if isinstance(a, bytes) else np.ascontiguousarray(a, "<f8").tobytes())
         return h.digest()
+
+    def _keep(self, table: dict[bytes, Any], key: bytes, value: Any) -> None:
+        """Store in one of the memo's tables, dropping the oldest beyond ``size`` entries."""
+        table[key] = value
+        while len(table) > self.size:
+            del table[next(iter(table))]
 
     def result_key(self, result: np.ndarray) -> bytes:
         """Digest of a round's result vector; the simulator hands every agent the same array
@@ -274,7 +282,7 @@ class WarmupMemo:
         last = self._last
         if last is not None and last[0] is result:
             return last[1]
-        k = self.key(np.zeros(0), result)
+        k = self.key(result)
         self._last = (result, k)
         return k
 
@@ -288,9 +296,7 @@ class WarmupMemo:
             opt.restore(snap)
             return
         opt.tell(f, g)
-        self._opts[key] = opt.snapshot()
-        while len(self._opts) > self.size:
-            del self._opts[next(iter(self._opts))]
+        self._keep(self._opts, key, opt.snapshot())
 
     def theta(self, enc: CollectiveEncoding, x: np.ndarray) -> CollectiveParams:
         """``enc.theta_from_vector(x)``, once per point (its arrays read-only)."""
@@ -301,9 +307,7 @@ class WarmupMemo:
             for v in vars(th).values():
                 if isinstance(v, np.ndarray):
                     v.flags.writeable = False
-            self._thetas[key] = th
-            while len(self._thetas) > self.size:
-                del self._thetas[next(iter(self._thetas))]
+            self._keep(self._thetas, key, th)
         return th
 
     def get(self, key: bytes) -> tuple[Any, ...] | None:
@@ -315,9 +319,7 @@ class WarmupMemo:
         for a in ev:
             if isinstance(a, np.ndarray):
                 a.flags.writeable = False
-        self._items[key] = ev
-        while len(self._items) > self.size:
-            del self._items[next(iter(self._items))]
+        self._keep(self._items, key, ev)
 
     def factors(self, theta: CollectiveParams) -> tuple[KernelFactor, ...]:
         """:func:`~swarmgp.fusion.collapsed.kernel_factors` of ``theta``, once per theta."""
@@ -326,11 +328,9 @@ class WarmupMemo:
         if fs is None:
             fs = kernel_factors(theta)
             for f in fs:
-                for a in (f.ZW, f.Kzz, f.L):
+                for a in (f.ZW, f.Kzz, f.L, f.zsq):
                     a.flags.writeable = False
-            self._factors[key] = fs
-            while len(self._factors) > self.size:
-                del self._factors[next(iter(self._factors))]
+            self._keep(self._factors, key, fs)
         return fs
 
 
@@ -567,7 +567,7 @@ class WarmupProgram:
         enc, th = self.enc, leg.theta
         assert th is not None
         memo = self.model.warmup_memo
-        key = memo.key(th.to_vector(), np.frombuffer(rkey, np.uint8)) if memo is not None else b""
+        key = memo.key(th.to_vector(), rkey) if memo is not None else b""
         cached = memo.get(key) if memo is not None else None
         try:
             ev: tuple[Any, ...]
