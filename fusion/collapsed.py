@@ -554,7 +554,13 @@ def feature_parts(
     evaluates one then the other at the same theta on the same rows, and passes these from the
     first to the second (``parts=``) instead of computing them twice.
     """
-    X = _check_X(X, params)
+    return _parts(_check_X(X, params), params, factors)
+
+
+def _parts(
+    X: np.ndarray, params: CollectiveParams, factors: tuple[KernelFactor, ...] | None
+) -> tuple[FeaturePart, ...]:
+    """:func:`feature_parts` of an already validated X."""
     fs = _factors_for(params, factors)
     return tuple(_block_parts(X, b, f) for b, f in zip(_blocks(params), fs, strict=True))
 
@@ -595,7 +601,7 @@ def features(
     ndarray of shape (n, m + 1)
     """
     X = _check_X(X, params)
-    return _phi(feature_parts(X, params, factors), X.shape[0])
+    return _phi(_parts(X, params, factors), X.shape[0])
 
 
 def _phi(parts: tuple[FeaturePart, ...], n: int) -> np.ndarray:
@@ -736,7 +742,7 @@ def batch_stats(
     X = _check_X(X, params)
     y = _check_y(y, X.shape[0])
     if parts is None:
-        parts = feature_parts(X, params, factors)
+        parts = _parts(X, params, factors)
     Phi = _phi(_checked_parts(parts, params, X.shape[0]), X.shape[0])  # [n, m+1]
     return Stats(symmetrize(Phi.T @ Phi), Phi.T @ y, float(y @ y), int(X.shape[0]))
 
@@ -1002,7 +1008,7 @@ def local_grad_contribution(
     blocks = _blocks(params)
     fs = _factors_for(params, factors)
     if parts is None:
-        parts = tuple(_block_parts(X, b, f) for b, f in zip(blocks, fs, strict=True))
+        parts = _parts(X, params, fs)
     parts = _checked_parts(parts, params, X.shape[0])
     Phi_m = np.hstack([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]  # [n, m]
     Gbar = symmetrize(dB_dG)
