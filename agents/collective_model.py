@@ -79,6 +79,7 @@ from swarmgp.fusion.collapsed import (
 from swarmgp.fusion.encoders import check_batch
 from swarmgp.fusion.errors import SwarmGPError
 from swarmgp.fusion.lbfgs import BoxLBFGS
+from swarmgp.fusion.linalg import as_float64
 from swarmgp.fusion.sample import EMPTY_KEY, merge_samples, sample_points, sample_rows
 from swarmgp.fusion.summary import Summary
 from swarmgp.protocol.codec import MAX_REDUCE_LEN
@@ -503,8 +504,9 @@ class WarmupProgram:
         assert th is not None
         if Xs.shape[0] == 0:
             return np.zeros(self._stats_len())
-        leg.parts = feature_parts(Xs, th, self._leg_factors(leg))
-        st = batch_stats(Xs, ys, th, parts=leg.parts)
+        # the standardized buffer was validated when it was observed: no NaN/inf scans
+        leg.parts = feature_parts(Xs, th, self._leg_factors(leg), check_finite=False)
+        st = batch_stats(Xs, ys, th, parts=leg.parts, check_finite=False)
         if self.enc.site_effect:  # this agent's rows are one site: adjusted statistics
             return site_adjust(st, th).pack()
         return st.pack()
@@ -520,8 +522,9 @@ class WarmupProgram:
         _, dG, dg = ev[:3]
         # the path through L is added once, from the fused statistics (inducing_grad)
         return local_grad_contribution(
-            Xs, ys, th, dG, dg, factors=self._leg_factors(leg), through_L=False, parts=leg.parts
-        )
+            Xs, ys, th, dG, dg, factors=self._leg_factors(leg), through_L=False,
+            parts=leg.parts, check_finite=False,
+        )  # fmt: skip
 
     def _leg_factors(self, leg: _Leg) -> tuple[KernelFactor, ...]:
         """K_ZZ factors of the leg's theta (one Cholesky per evaluation, both rounds)."""
@@ -534,7 +537,10 @@ class WarmupProgram:
         enc = self.enc
         if rnd == 0:
             self._std = _with_box(_standard_from_sums(result, enc.d), enc.box)
-            self._Xs, self._ys = self.model._standardize(self._X, self._y, self._std)
+            Xs, ys = self.model._standardize(self._X, self._y, self._std)
+            # scanned for NaN/inf once here, not in every evaluation (check_finite=False)
+            self._Xs = as_float64(Xs, "standardized X", (None, enc.d))
+            self._ys = as_float64(ys, "standardized y", (Xs.shape[0],))
             self._theta0 = self._initial(self._std, result)
             if not enc.learn or result[0] < 1 or enc.max_evals < 1:
                 return None
@@ -583,8 +589,9 @@ class WarmupProgram:
                 )
                 ind = inducing_grad(st, th, dG, dg, self._leg_factors(leg))
                 ev = (bound, dG, dg, direct, ind)
-            if not np.isfinite(ev[0]):
-                raise SwarmGPError("non-finite bound")
+            # checked once here, not by every agent's gradient round (check_finite=False)
+            if not (np.isfinite(ev[0]) and np.isfinite(ev[1]).all() and np.isfinite(ev[2]).all()):
+                raise SwarmGPError("non-finite bound or statistics gradients")
             if memo is not None and cached is None:
                 memo.put(key, ev)
         except SwarmGPError:  # the leg backtracks; it sits out the gradient round

@@ -546,15 +546,19 @@ def _block_parts(X: np.ndarray, b: _Block, f: KernelFactor) -> FeaturePart:
 
 
 def feature_parts(
-    X: np.ndarray, params: CollectiveParams, factors: tuple[KernelFactor, ...] | None = None
+    X: np.ndarray,
+    params: CollectiveParams,
+    factors: tuple[KernelFactor, ...] | None = None,
+    check_finite: bool = True,
 ) -> tuple[FeaturePart, ...]:
     """Each component's ``(XW, A, Phi_j)`` for ``X`` (n, d) under ``params``.
 
     What :func:`batch_stats` and :func:`local_grad_contribution` both compute: the warm-up
     evaluates one then the other at the same theta on the same rows, and passes these from the
-    first to the second (``parts=``) instead of computing them twice.
+    first to the second (``parts=``) instead of computing them twice. ``check_finite=False``
+    skips the NaN/inf scan of ``X`` (rows this process validated itself).
     """
-    return _parts(_check_X(X, params), params, factors)
+    return _parts(_check_X(X, params, check_finite), params, factors)
 
 
 def _parts(
@@ -576,8 +580,8 @@ def _checked_parts(
     return parts
 
 
-def _check_X(X: object, params: CollectiveParams) -> np.ndarray:
-    return as_float64(X, "X", (None, params.d))
+def _check_X(X: object, params: CollectiveParams, check_finite: bool = True) -> np.ndarray:
+    return as_float64(X, "X", (None, params.d), check_finite)
 
 
 def features(
@@ -712,8 +716,8 @@ class Stats:
         return out
 
 
-def _check_y(y: object, n: int) -> np.ndarray:
-    return as_float64(y, "y", (n,))
+def _check_y(y: object, n: int, check_finite: bool = True) -> np.ndarray:
+    return as_float64(y, "y", (n,), check_finite)
 
 
 def batch_stats(
@@ -722,6 +726,7 @@ def batch_stats(
     params: CollectiveParams,
     factors: tuple[KernelFactor, ...] | None = None,
     parts: tuple[FeaturePart, ...] | None = None,
+    check_finite: bool = True,
 ) -> Stats:
     """Statistics of one batch: ``G = Phi^T Phi``, ``g = Phi^T y``, ``y^T y``, n.
 
@@ -734,13 +739,16 @@ def batch_stats(
         :func:`kernel_factors` of ``params`` (computed here if None).
     parts : tuple, optional
         :func:`feature_parts` of ``X`` under ``params`` (computed here if None).
+    check_finite : bool
+        Scan ``X`` and ``y`` for NaN/inf (default True; False for rows this process
+        validated itself).
 
     Returns
     -------
     Stats
     """
-    X = _check_X(X, params)
-    y = _check_y(y, X.shape[0])
+    X = _check_X(X, params, check_finite)
+    y = _check_y(y, X.shape[0], check_finite)
     if parts is None:
         parts = _parts(X, params, factors)
     Phi = _phi(_checked_parts(parts, params, X.shape[0]), X.shape[0])  # [n, m+1]
@@ -959,6 +967,7 @@ def local_grad_contribution(
     factors: tuple[KernelFactor, ...] | None = None,
     through_L: bool = True,
     parts: tuple[FeaturePart, ...] | None = None,
+    check_finite: bool = True,
 ) -> np.ndarray:
     """This agent's part of ``dL/d(log ell, Z)``, through its own ``Phi`` (L included).
 
@@ -993,6 +1002,9 @@ def local_grad_contribution(
         Include the path through ``L`` (default True).
     parts : tuple, optional
         :func:`feature_parts` of ``X`` under ``params`` (computed here if None).
+    check_finite : bool
+        Scan the four arrays for NaN/inf (default True; False where this process validated
+        them itself: the warm-up checks the shared ``dB_dG, dB_dg`` once per evaluation).
 
     Returns
     -------
@@ -1000,11 +1012,11 @@ def local_grad_contribution(
         ``[dL/dlog_ell (d), dL/dZ.ravel() (m_joint d)(, dL/dlog_ell_st, dL/dZ_st.ravel())]``
         (:func:`assemble_grad` puts them in the layout of :meth:`CollectiveParams.to_vector`).
     """
-    X = _check_X(X, params)
-    y = _check_y(y, X.shape[0])
+    X = _check_X(X, params, check_finite)
+    y = _check_y(y, X.shape[0], check_finite)
     m = params.m
-    dB_dG = as_float64(dB_dG, "dB_dG", (m + 1, m + 1))
-    dB_dg = as_float64(dB_dg, "dB_dg", (m + 1,))
+    dB_dG = as_float64(dB_dG, "dB_dG", (m + 1, m + 1), check_finite)
+    dB_dg = as_float64(dB_dg, "dB_dg", (m + 1,), check_finite)
     blocks = _blocks(params)
     fs = _factors_for(params, factors)
     if parts is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -102,7 +103,16 @@ def halton(n: int, d: int, seed: int | Sequence[int] = 0) -> np.ndarray:
         raise ShapeError(f"halton: expected n >= 0, got {n!r}")
     if not (isinstance(d, int | np.integer) and d >= 1):
         raise ShapeError(f"halton: expected d >= 1, got {d!r}")
-    rng = np.random.default_rng(seed)
+    key = (int(seed),) if isinstance(seed, int | np.integer) else tuple(int(s) for s in seed)
+    # every agent of a swarm draws the same design (shared seed): compute it once per process
+    return _halton(int(n), int(d), key).copy()
+
+
+@lru_cache(maxsize=64)
+def _halton(n: int, d: int, key: tuple[int, ...]) -> np.ndarray:
+    """:func:`halton` for a validated ``(n, d)`` and the seed as a tuple (cached, read-only;
+    ``default_rng(s)`` and ``default_rng([s])`` are the same generator)."""
+    rng = np.random.default_rng(list(key))
     idx = np.arange(n, dtype=np.int64)  # [n]
     out = np.empty((n, d), dtype=np.float64)  # [n, d]
     for j, base in enumerate(first_primes(int(d))):
@@ -111,7 +121,9 @@ def halton(n: int, d: int, seed: int | Sequence[int] = 0) -> np.ndarray:
         perms = np.stack([rng.permutation(base) for _ in range(n_digits)])  # [n_digits, base]
         out[:, j] = _radical_inverse_scrambled(idx, base, perms, n_digits)
     # the digit sum is < 1 exactly; rounding may reach 1.0, which the half-open box excludes
-    return np.minimum(out, np.nextafter(1.0, 0.0))
+    out = np.minimum(out, np.nextafter(1.0, 0.0))
+    out.flags.writeable = False
+    return out
 
 
 def scaled_design(

@@ -32,7 +32,9 @@ __all__ = [
 SYMMETRY_RTOL = 1e-10
 
 
-def as_float64(a: object, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+def as_float64(
+    a: object, name: str, shape: tuple[int | None, ...], check_finite: bool = True
+) -> np.ndarray:
     """Convert ``a`` to a C-contiguous float64 array and check its shape and finiteness.
 
     Parameters
@@ -43,6 +45,9 @@ def as_float64(a: object, name: str, shape: tuple[int | None, ...]) -> np.ndarra
         Name used in error messages.
     shape : tuple of int or None
         Expected shape; ``None`` entries match any size.
+    check_finite : bool
+        Scan for NaN and inf (default True). False only for arrays this process validated
+        itself (as in ``scipy.linalg``): the dtype and shape are still checked.
 
     Returns
     -------
@@ -65,7 +70,7 @@ def as_float64(a: object, name: str, shape: tuple[int | None, ...]) -> np.ndarra
     ):
         want_s = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ShapeError(f"{name}: expected shape {want_s}, got {arr.shape}")
-    if not np.isfinite(arr).all():
+    if check_finite and not np.isfinite(arr).all():
         raise NonFiniteError(f"{name}: expected finite values, got NaN or inf")
     return arr
 

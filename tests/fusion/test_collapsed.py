@@ -249,6 +249,27 @@ def test_shared_feature_parts_give_the_same_numbers(static):
         batch_stats(X[:5], y[:5], p, parts=parts)
 
 
+def test_check_finite_false_skips_only_the_nan_scan():
+    """``check_finite=False`` (the warm-up's own, validated buffer) gives the same numbers;
+    NaN then passes, the default refuses it; shapes are checked either way."""
+    rng = np.random.default_rng(18)
+    p = initial_params(np.full(D, -2.0), np.full(D, 2.0), M, 4)
+    X, y = _data(rng, 20)
+    a, b = batch_stats(X, y, p), batch_stats(X, y, p, check_finite=False)
+    assert np.array_equal(a.G, b.G) and np.array_equal(a.g, b.g)
+    _, dG, dg, _ = bound_and_stat_grads(a, p.log_s, p.log_sn, p.log_sb, p.static)
+    g1 = local_grad_contribution(X, y, p, dG, dg)
+    g2 = local_grad_contribution(X, y, p, dG, dg, check_finite=False)
+    assert np.array_equal(g1, g2)
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    with pytest.raises(NonFiniteError):
+        feature_parts(Xn, p)
+    assert np.isnan(feature_parts(Xn, p, check_finite=False)[0][2][0]).all()
+    with pytest.raises(ShapeError):
+        batch_stats(np.hstack([X, X[:, :1]]), y, p, check_finite=False)
+
+
 @pytest.mark.parametrize("trans", [True, False])
 def test_right_solve_lower_against_a_dense_solve(trans):
     rng = np.random.default_rng(17)

@@ -27,6 +27,17 @@ def test_halton_is_deterministic_and_seeded():
     assert np.array_equal(halton(100, 4, seed=3)[:64], a)
 
 
+def test_halton_memo_hands_out_independent_copies():
+    """Designs are computed once per process; each caller still gets its own array."""
+    a = halton(16, 3, seed=5)
+    a[:] = -1.0
+    b = halton(16, 3, seed=5)
+    assert b.flags.writeable and (b >= 0).all()
+    # the memo is keyed by the whole seed: an int is its one-element sequence, nothing else
+    assert np.array_equal(halton(16, 3, seed=5), halton(16, 3, seed=[5]))
+    assert not np.allclose(halton(16, 3, seed=[5, 1]), halton(16, 3, seed=5))
+
+
 def test_halton_in_half_open_unit_box():
     u = halton(2000, 6, seed=0)
     assert (u >= 0.0).all() and (u < 1.0).all()
