@@ -16,6 +16,12 @@ their content changes (coalesced to one round per ``fuse_min_interval_s``) and r
 forgotten as soon as its edge leaves the tree or it expires. The local summary is never
 replaced by a fused one.
 
+Beacons. Every ``heartbeat_s`` the agent beacons its tree state; a link off the tree carries
+nothing else, so it gets only every ``timing.quiet_every``-th periodic beacon and its peer is
+expired that many periods later (:func:`~swarmgp.agents.factory.quiet_every` keeps the
+false-expiry budget). Tree neighbours, peers owed an acknowledgement or a pending notice and
+peers not heard yet get every one; a triggered beacon (a tree change, a new peer) goes to all.
+
 ``fusion="rounds"`` (``--fusion rounds``, the default) keeps these full-state messages and
 their exactness argument but sends about one message per tree edge and direction per round of
 changes:
@@ -238,6 +244,8 @@ class Agent:
         self._next_resend = now + t.fuse_resend_s
         self._fuse_due = math.inf
         self._hb_due = math.inf
+        self._beats = 0  # periodic beacons so far (every quiet_every-th goes to every peer)
+        self._beat_all = True  # the next beacon goes to every peer (first, triggered, quiet)
         self._last_fuse = -math.inf
         self._last_hb = -math.inf
         self.started = self.stopped = False
@@ -594,8 +602,12 @@ class Agent:
         if now >= self._next_hb:
             t = self.config.timing
             self._next_hb = max(self._next_hb + t.heartbeat_s, now)
+            self._beats += 1
+            if self._beats % t.quiet_every == 0:
+                self._beat_all = True
             self.tree.beacon()
-            for p in self.peers.expire(now):
+            grace = (t.quiet_every - 1) * t.heartbeat_s  # quiet links beacon less often
+            for p in self.peers.expire(now, grace, self._tree_nbrs):
                 self.counters["expired"] += 1
                 self.tree.forget(p)
                 self._forget_message(p)
@@ -784,6 +796,7 @@ class Agent:
         # not one per change (that was degree^2 messages per agent at start-up)
         soonest = self._last_hb + self.config.timing.beacon_min_interval_s
         self._hb_due = min(self._hb_due, max(now, soonest))
+        self._beat_all = True
 
     def _schedule_fuse(self, now: float) -> None:
         # min, not "if unset": a later hold deadline must not postpone a send that is due now
@@ -813,10 +826,15 @@ class Agent:
                 self._acks(),
                 tuple(sorted(self._pend_to)),
             )
-            for p in self.peers.ids():
-                out.append((p, hb))
-            self.counters["tx.heartbeat"] += len(self.peers)
-            self._ack_to.clear()  # the broadcast heartbeat acknowledges everything
+            if self._beat_all:
+                to = list(self.peers.ids())
+                self._ack_to.clear()  # the broadcast heartbeat acknowledges everything
+            else:  # a quiet period: only the links that carry more than liveness
+                to = [p for p in self.peers.ids() if self._full_rate(p)]
+                self._ack_to.difference_update(to)
+            self._beat_all = False
+            out.extend((p, hb) for p in to)
+            self.counters["tx.heartbeat"] += len(to)
             # greet configured neighbours not heard yet (their endpoint may have changed)
             dead = [p for p in self.peers.ids() if not self.peers.get(p).alive]
             if dead:
@@ -849,6 +867,16 @@ class Agent:
             self.counters["tx.ack"] += len(self._ack_to)
             self._ack_to.clear()
         return out
+
+    def _full_rate(self, p: int) -> bool:
+        # tree neighbours, peers owed an acknowledgement or a pending notice, peers not heard
+        return (
+            p in self._tree_nbrs
+            or p in self._ack_to
+            or p in self._pend_from
+            or p in self._pend_to
+            or not self.peers.get(p).alive
+        )
 
     def _acks(self) -> tuple[tuple[int, int, int], ...]:
         if not self._rounds:

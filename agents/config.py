@@ -25,6 +25,14 @@ class TimingConfig:
     ----------
     heartbeat_s : float
         Beacon period: heartbeats (liveness + tree state) and expiry checks.
+    quiet_every : int
+        Quiet links: a periodic heartbeat goes to every peer only every ``quiet_every``-th
+        period, in the others only to the tree neighbours and to peers owed an acknowledgement
+        or a pending notice. Links off the tree carry nothing but beacons, so on a dense graph
+        this divides most of a swarm's messages by ``quiet_every``; such a peer is expired
+        ``(quiet_every - 1) * heartbeat_s`` later, so as many of its beacons fit in its timeout
+        as before. Triggered beacons (a tree change, a new peer) still go to everyone at once
+        (1: every period to everyone).
     peer_timeout_s : float
         A peer silent this long is considered dead (its messages are forgotten).
     root_timeout_s : float
@@ -58,6 +66,7 @@ class TimingConfig:
     beacon_min_interval_s: float = 0.05
     fuse_hold_s: float = 0.5
     join_wait_s: float = 0.0
+    quiet_every: int = 1
 
     def __post_init__(self) -> None:
         if not (
@@ -72,6 +81,10 @@ class TimingConfig:
             raise ConfigError(
                 "timing: peer_timeout_s and root_timeout_s must exceed heartbeat_s "
                 f"({self.peer_timeout_s}, {self.root_timeout_s} vs {self.heartbeat_s})"
+            )
+        if not (isinstance(self.quiet_every, int) and 1 <= self.quiet_every <= 64):
+            raise ConfigError(
+                f"timing: quiet_every must be an integer in [1, 64], got {self.quiet_every!r}"
             )
 
     @classmethod

@@ -39,6 +39,7 @@ __all__ = [
     "local_heartbeat",
     "model_config",
     "protocol_timing",
+    "quiet_every",
     "static_dims",
     "static_inducing",
 ]
@@ -117,7 +118,8 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
     """Protocol periods of a run: one policy for every driver.
 
     The peer and root timeouts hold enough beacons that losing all of them at the run's loss
-    rate is a ``FALSE_EXPIRY`` event (at least ``MIN_TIMEOUT_BEACONS``, at most 160); fusion
+    rate is a ``FALSE_EXPIRY`` event (at least ``MIN_TIMEOUT_BEACONS``, at most 160); links off
+    the tree beacon only as often as that still holds (:func:`quiet_every`); fusion
     state is resent every two beacons, triggered beacons are rate-limited to ten per period.
     With ``--fusion rounds`` a changed tree message waiting for its inputs is held at most one
     batch interval or two beacons, whichever is longer; outside the simulator (whose agents
@@ -126,7 +128,8 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
     """
     hb = cfg.timing.heartbeat
     p = min(max(cfg.faults.loss, cfg.faults.bursty or 0.0, 1e-3), 0.9)
-    beats = min(max(MIN_TIMEOUT_BEACONS, math.ceil(math.log(FALSE_EXPIRY) / math.log(p))), 160)
+    needed = math.ceil(math.log(FALSE_EXPIRY) / math.log(p))  # losing that many: FALSE_EXPIRY
+    beats = min(max(MIN_TIMEOUT_BEACONS, needed), 160)
     return TimingConfig(
         heartbeat_s=hb,
         peer_timeout_s=beats * hb,
@@ -136,7 +139,21 @@ def protocol_timing(cfg: RunConfig) -> TimingConfig:
         beacon_min_interval_s=hb / 10,
         fuse_hold_s=max(cfg.timing.batch_interval, 2 * hb),
         join_wait_s=0.0 if cfg.command == "sim" else JOIN_WAIT_S,
+        quiet_every=quiet_every(beats, needed),
     )
+
+
+def quiet_every(beats: int, needed: int) -> int:
+    """The sparsest beacon schedule of a link off the tree (``TimingConfig.quiet_every``).
+
+    A quiet link beacons every ``k`` periods and its peer is expired after ``beats + k - 1``
+    periods of silence, which hold ``floor((beats + k - 1) / k)`` of its beacons (counted as a
+    tree link's ``beats``-period timeout holds ``beats``). The largest ``k`` (at most 8) whose
+    window still holds ``needed``, the number of beacons whose loss is a ``FALSE_EXPIRY``
+    event: 2 on a lossless network (the six-beacon timeout keeps its margin for the tree
+    links), 1 from about 1 % loss.
+    """
+    return max([1] + [k for k in range(2, 9) if (beats + k - 1) // k >= needed])
 
 
 def common_encoding(cfg: RunConfig, d: int) -> Encoding | CollectiveEncoding:

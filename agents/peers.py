@@ -15,6 +15,7 @@ the table holds at most ``max_peers`` entries, evicting unconfigured peers that 
 from __future__ import annotations
 
 import math
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import Enum
 
@@ -268,15 +269,18 @@ class PeerTable:
         p.alive = False
         self._live = None
 
-    def expire(self, now: float) -> list[int]:
+    def expire(self, now: float, grace_s: float = 0.0, full_rate: Container[int] = ()) -> list[int]:
         """Declare silent peers dead; return the ids that just expired, sorted.
 
-        Unconfigured peers silent for ``prune_after_s`` are removed (see :meth:`take_removed`).
+        A peer not in ``full_rate`` beacons less often (the agent's quiet links, off the
+        spanning tree): it gets ``grace_s`` more than ``timeout_s``. Unconfigured peers silent
+        for ``prune_after_s`` are removed (see :meth:`take_removed`).
         """
         out = []
         self._live = None
         for p in list(self._peers.values()):
-            if p.alive and now - p.last_heard > self.timeout_s:
+            limit = self.timeout_s if p.id in full_rate else self.timeout_s + grace_s
+            if p.alive and now - p.last_heard > limit:
                 p.alive = False
                 out.append(p.id)
             elif not p.alive and not p.configured and now - p.last_heard > self.prune_after_s:

@@ -182,3 +182,40 @@ def test_quiet_tick_does_nothing() -> None:
     a = sw.agents[1]
     d = a.next_deadline()
     assert a.on_tick(d - 1e-6) == []
+
+
+def _beats(sw: Swarm, periods: int) -> tuple[int, int]:
+    """Heartbeats sent and peers expired over ``periods`` beacon periods."""
+    before = sum(a.counters["tx.heartbeat"] for a in sw.agents.values())
+    exp0 = sum(a.counters["expired"] for a in sw.agents.values())
+    for _ in range(round(periods * sw.timing.heartbeat_s / sw.dt)):
+        sw.step()
+    sent = sum(a.counters["tx.heartbeat"] for a in sw.agents.values()) - before
+    return sent, sum(a.counters["expired"] for a in sw.agents.values()) - exp0
+
+
+def test_quiet_links_beacon_every_other_period_and_dead_peers_still_expire() -> None:
+    """``quiet_every=2``: links off the tree beacon half as often, no live peer is expired,
+    and a dead agent is still expired by every neighbour (tree or not) within its timeout
+    plus the quiet grace, after which the rest of the swarm fuses exactly."""
+    from dataclasses import replace
+
+    from swarmgp.agents.config import TimingConfig
+
+    n = 6
+    complete = [(a, b) for a in range(n) for b in range(a + 1, n)]  # 15 links, 5 on the tree
+    sent = {}
+    for k in (1, 2):
+        sw = Swarm(n, complete, seed=5, timing=replace(TimingConfig.fast(), quiet_every=k))
+        sw.run_until_consistent(5.0)
+        sent[k], expired = _beats(sw, 40)
+        assert expired == 0  # no false expiry on the quiet links
+        assert sw.consistent()
+    # 10 of 30 directed links are on the tree: (10 + 20 / 2) / 30 of the beacons
+    assert 0.55 < sent[2] / sent[1] < 0.8, sent
+    t = sw.timing
+    sw.kill(4)  # a leaf of the tree (its parent is the root), a quiet link for the rest
+    took = sw.run_until_consistent(t.peer_timeout_s + (t.quiet_every + 4) * t.heartbeat_s)
+    assert took > t.peer_timeout_s - t.heartbeat_s  # it took an expiry, not a goodbye
+    assert all(4 not in a.peers.live() for a in sw.agents.values())
+    tree_ok(sw)

@@ -92,3 +92,25 @@ def test_invalid_option_values_exit_2_with_one_line(command: str, flags: list[st
 def test_sample_config_in_examples_is_valid() -> None:
     _, cfg = launch.parse_config(["sim", "--config", str(ROOT / "examples" / "swarm.toml")])
     assert cfg is not None and cfg.swarm.agents == 12 and cfg.faults.loss == 0.1
+
+
+def test_quiet_links_keep_the_false_expiry_budget():
+    """``quiet_every``: as sparse as still leaves ``needed`` beacons before a quiet link's
+    (longer) expiry, counted by brute force on the beacon times; 2 lossless, 1 from 1 %."""
+    import math
+
+    from swarmgp.agents.factory import FALSE_EXPIRY, MIN_TIMEOUT_BEACONS, quiet_every
+
+    def before_expiry(beats: int, k: int) -> int:
+        # beacons at k, 2k, ... periods after the last one heard, up to the expiry after
+        # beats + k - 1 periods (a tree link's timeout holds `beats` in the same count)
+        return sum(1 for t in range(k, 1000, k) if t <= beats + k - 1)
+
+    for loss, want in ((0.0, 2), (1e-3, 2), (0.01, 1), (0.05, 1), (0.3, 1)):
+        p = min(max(loss, 1e-3), 0.9)
+        needed = math.ceil(math.log(FALSE_EXPIRY) / math.log(p))
+        beats = min(max(MIN_TIMEOUT_BEACONS, needed), 160)
+        k = quiet_every(beats, needed)
+        assert k == want, (loss, k)
+        assert before_expiry(beats, k) >= needed
+        assert k == 8 or before_expiry(beats, k + 1) < needed  # and no sparser one would do
