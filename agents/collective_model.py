@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -261,6 +262,7 @@ class WarmupMemo:
         self._factors: dict[bytes, tuple[KernelFactor, ...]] = {}
         self._opts: dict[bytes, dict[str, Any]] = {}  # L-BFGS states after a tell
         self._thetas: dict[bytes, CollectiveParams] = {}
+        self._refits: dict[bytes, CollectiveParams] = {}
         self._last: tuple[np.ndarray, bytes] | None = None  # the latest round result, digested
 
     @staticmethod
@@ -311,6 +313,24 @@ class WarmupMemo:
             self._keep(self._thetas, key, th)
         return th
 
+    def refit(
+        self,
+        st: Stats | SiteStats,
+        p: CollectiveParams,
+        fit: Callable[[Stats | SiteStats, CollectiveParams], CollectiveParams],
+    ) -> CollectiveParams:
+        """``fit(st, p)``, the streaming refit of ``p`` to fused statistics ``st``, once per
+        distinct pair: agents that hold the same fused model refit to the same numbers (a
+        failed fit raises and is not kept)."""
+        key = self.key(b"refit", p.hash().encode(), st.pack())
+        q = self._refits.get(key)
+        if q is None:
+            q = fit(st, p)
+            self._keep(self._refits, key, q)
+        else:
+            self.hits += 1
+        return q
+
     def get(self, key: bytes) -> tuple[Any, ...] | None:
         ev = self._items.get(key)
         self.hits += ev is not None
@@ -333,6 +353,14 @@ class WarmupMemo:
                     a.flags.writeable = False
             self._keep(self._factors, key, fs)
         return fs
+
+
+def _refit(st: Stats | SiteStats, p: CollectiveParams) -> CollectiveParams:
+    """The streaming refit of ``p`` to fused statistics ``st`` (with the site effect
+    ``(sigma_n, tau)`` stay frozen and ``s`` alone is refit, exactly)."""
+    if isinstance(st, SiteStats):
+        return refit_scale_site(st, p)
+    return refit_scale_noise(st, p)
 
 
 def factors_of(theta: CollectiveParams, memo: WarmupMemo | None) -> tuple[KernelFactor, ...]:
@@ -941,12 +969,13 @@ class CollectiveModel:
             return hit[1]
         st = self._stats_of(fused)
         try:
+            memo = self.warmup_memo
             if st.n == 0:
                 q = p
-            elif isinstance(st, SiteStats):  # (sigma_n, tau) frozen: s alone, exactly
-                q = refit_scale_site(st, p)
+            elif memo is not None:  # the simulator's agents share it
+                q = memo.refit(st, p, _refit)
             else:
-                q = refit_scale_noise(st, p)
+                q = _refit(st, p)
         except SwarmGPError:
             self.counters["collective.refit_failed"] += 1
             q = p

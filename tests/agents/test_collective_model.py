@@ -182,3 +182,38 @@ def test_nlpd_near_the_true_model_on_a_task_drawn_from_it() -> None:
     )
     assert r["consistent"]
     assert r["nlpd_fused"] <= nlpd_true + 0.05, (r["nlpd_fused"], nlpd_true)
+
+
+def test_the_shared_memo_refits_each_fused_model_once():
+    """``WarmupMemo.refit``: one fit per distinct (statistics, theta), the very numbers of a
+    direct fit; a failed fit is not kept."""
+    from swarmgp.agents.collective_model import WarmupMemo
+    from swarmgp.fusion.collapsed import initial_params, refit_scale_noise
+    from swarmgp.fusion.errors import SwarmGPError
+
+    rng = np.random.default_rng(7)
+    p = initial_params(np.full(2, -2.0), np.full(2, 2.0), 12, 1)
+    X = rng.uniform(-2, 2, (80, 2))
+    y = np.sin(X.sum(1)) + 0.1 * rng.standard_normal(80)
+    a, b = batch_stats(X[:40], y[:40], p), batch_stats(X, y, p)
+    calls = []
+
+    def fit(st, q):
+        calls.append(st)
+        return refit_scale_noise(st, q)
+
+    memo = WarmupMemo()
+    qa = memo.refit(a, p, fit)
+    assert memo.refit(a, p, fit) is qa and len(calls) == 1
+    assert np.array_equal(qa.to_vector(), refit_scale_noise(a, p).to_vector())
+    assert not np.array_equal(memo.refit(b, p, fit).to_vector(), qa.to_vector())
+    assert len(calls) == 2
+
+    def failing(st, q):
+        calls.append(st)
+        raise SwarmGPError("no fit")
+
+    for _ in range(2):
+        with pytest.raises(SwarmGPError):
+            memo.refit(batch_stats(X[:10], y[:10], p), p, failing)
+    assert len(calls) == 4
