@@ -246,7 +246,8 @@ def _with_box(std: _Standard, box: tuple[tuple[float, float], ...]) -> _Standard
 
 
 class WarmupMemo:
-    """The warm-up's statistics-round evaluations, shared by the agents of one process.
+    """The warm-up's statistics-round evaluations (and the stream's refits), shared by the
+    agents of one process.
 
     Every member of a session receives the bit-identical round result and holds the same theta,
     so :func:`~swarmgp.fusion.collapsed.bound_and_stat_grads` (O(m^3)) gives the same numbers
@@ -326,6 +327,9 @@ class WarmupMemo:
         q = self._refits.get(key)
         if q is None:
             q = fit(st, p)
+            for v in vars(q).values():  # shared by every agent that asks: read-only
+                if isinstance(v, np.ndarray):
+                    v.flags.writeable = False
             self._keep(self._refits, key, q)
         else:
             self.hits += 1
@@ -606,7 +610,7 @@ class WarmupProgram:
         try:
             ev: tuple[Any, ...]
             if cached is not None:
-                ev = cached
+                ev = cached  # checked below before it was kept
             elif enc.site_effect:
                 sst = SiteStats.unpack(result, enc.inducing)
                 ev = site_bound_and_grads(sst, th.log_s, th.log_sn, th.log_sb)
@@ -617,11 +621,15 @@ class WarmupProgram:
                 )
                 ind = inducing_grad(st, th, dG, dg, self._leg_factors(leg))
                 ev = (bound, dG, dg, direct, ind)
-            # checked once here, not by every agent's gradient round (check_finite=False)
-            if not (np.isfinite(ev[0]) and np.isfinite(ev[1]).all() and np.isfinite(ev[2]).all()):
-                raise SwarmGPError("non-finite bound or statistics gradients")
-            if memo is not None and cached is None:
-                memo.put(key, ev)
+            if cached is None:
+                # checked once per evaluation, not by every agent's gradient round
+                # (check_finite=False there)
+                if not (
+                    np.isfinite(ev[0]) and np.isfinite(ev[1]).all() and np.isfinite(ev[2]).all()
+                ):
+                    raise SwarmGPError("non-finite bound or statistics gradients")
+                if memo is not None:
+                    memo.put(key, ev)
         except SwarmGPError:  # the leg backtracks; it sits out the gradient round
             leg.ev = None
             leg.opt.tell(np.inf, np.full(th.to_vector().shape, np.nan))

@@ -115,7 +115,7 @@ def _halton(n: int, d: int, key: tuple[int, ...]) -> np.ndarray:
     rng = np.random.default_rng(list(key))
     idx = np.arange(n, dtype=np.int64)  # [n]
     out = np.empty((n, d), dtype=np.float64)  # [n, d]
-    for j, base in enumerate(first_primes(int(d))):
+    for j, base in enumerate(first_primes(d)):
         # digits down to float64 resolution (2^-53), so scrambling reaches the last bit
         n_digits = max(1, math.ceil(53.0 / math.log2(base)))
         perms = np.stack([rng.permutation(base) for _ in range(n_digits)])  # [n_digits, base]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from _swarm import Swarm, random_summary, ring
 
+from swarmgp.agents.config import TimingConfig
 from swarmgp.protocol.messages import NO_PARENT
 
 pytestmark = pytest.mark.timeout(120)
@@ -198,10 +201,6 @@ def test_quiet_links_beacon_every_other_period_and_dead_peers_still_expire() -> 
     """``quiet_every=2``: links off the tree beacon half as often, no live peer is expired,
     and a dead agent is still expired by every neighbour (tree or not) within its timeout
     plus the quiet grace, after which the rest of the swarm fuses exactly."""
-    from dataclasses import replace
-
-    from swarmgp.agents.config import TimingConfig
-
     n = 6
     complete = [(a, b) for a in range(n) for b in range(a + 1, n)]  # 15 links, 5 on the tree
     sent = {}
