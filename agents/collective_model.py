@@ -96,14 +96,45 @@ __all__ = [
 
 #: L-BFGS evaluations of the warm-up, every start and stage together (each is two all-reduces).
 #: With one start, 35 left ozone's second stage short of its optimum (RMSE 13.66 at 35, 12.92
-#: at 60); three starts probe with a fifth each and leave the best two fifths to go on.
+#: at 60); k starts probe with a (k+2)-th each and leave the best the rest: five starts, 12
+#: evaluations per probe and 24 for the best (73 rounds; three starts took 105 at 16 and 36).
 DEFAULT_MAX_EVALS = 84
-#: Starts of the warm-up fit (:data:`START_ELL_FACTORS`).
-DEFAULT_STARTS = 3
-#: Initial length-scales of the warm-up's starts, as fractions of the agreed box's widths: a
-#: fit from long length-scales can settle where the structure is explained as noise (sites
-#: whose levels differ more than a smooth field allows), one from short ones where it is not.
-START_ELL_FACTORS = (0.5, 0.2, 0.1)
+#: Starts of the warm-up fit (:func:`start_ell_factors`).
+DEFAULT_STARTS = 5
+#: The longest start's length-scales, as a fraction of the agreed box's widths.
+LONGEST_START = 0.5
+
+
+def start_ell_factors(starts: int, m: int) -> tuple[float, ...]:
+    """Initial length-scales of the warm-up's starts, as fractions of the agreed box's widths.
+
+    Geometric from :data:`LONGEST_START` down to ``1 / m``, the spacing of the m inducing
+    inputs along one input (a Halton design projects to m distinct values on each axis): the
+    finest structure along one input that the inducing inputs resolve. Why several: the bound
+    is multimodal in the length-scales. A fit from long ones can settle where the structure is
+    explained as noise; a signal common to all sites that repeats many times over the box (a
+    season over years of records) is invisible to a length-scale of a tenth of the box, where
+    the bound's gradient in it is flat. One from short ones can settle where it is explained.
+
+    Parameters
+    ----------
+    starts : int
+        Number of starts (1: the longest alone).
+    m : int
+        Inducing inputs of the joint component.
+
+    Returns
+    -------
+    tuple of float
+        ``starts`` factors, decreasing, the first :data:`LONGEST_START`.
+    """
+    if starts <= 1:
+        return (LONGEST_START,)
+    lo = min(LONGEST_START, 1.0 / max(m, 1))
+    r = (lo / LONGEST_START) ** (1.0 / (starts - 1))
+    return tuple(LONGEST_START * r**i for i in range(starts))
+
+
 #: The joint component's scale when the second warm-up stage switches it on (standardized
 #: units: half the targets' standard deviation).
 JOINT_RESTART_SCALE = 0.5
@@ -141,7 +172,7 @@ class CollectiveEncoding:
     #: every agent's bottom-k rows, :mod:`swarmgp.fusion.sample`), the Halton design filling
     #: what the data cannot; "halton": the Halton design over the agreed box alone.
     inducing_init: str = "halton"
-    #: Starts of the warm-up fit (:data:`START_ELL_FACTORS`): each is probed with a share of
+    #: Starts of the warm-up fit (:func:`start_ell_factors`): each is probed with a share of
     #: ``max_evals``, then the best probe goes on with the rest (1: one fit from the first).
     warmup_starts: int = DEFAULT_STARTS
 
@@ -665,8 +696,8 @@ class WarmupProgram:
 
     @property
     def _starts(self) -> tuple[float, ...]:
-        """Length-scale factors of the probe legs (:data:`START_ELL_FACTORS`)."""
-        return START_ELL_FACTORS[: max(1, min(self.enc.warmup_starts, len(START_ELL_FACTORS)))]
+        """Length-scale factors of the probe legs (:func:`start_ell_factors`)."""
+        return start_ell_factors(self.enc.warmup_starts, self.enc.inducing - self.enc.m_static)
 
     def _group(self) -> int:
         """Probes run together: all of them, unless their statistics would not fit one

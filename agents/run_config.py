@@ -154,8 +154,8 @@ class ModelConfig(_Section):
     )
     warmup_starts: int = _opt(
         DEFAULT_STARTS,
-        "collective: starts of the warm-up fit (initial length-scales a half, a fifth and a "
-        "tenth of the box); each is probed, the best goes on",
+        "collective: starts of the warm-up fit (initial length-scales geometric from half the "
+        "box down to its inducing spacing, a 1/m-th); each is probed, the best goes on",
         check=at_least(1),
     )
     warmup_evals: int = _opt(

@@ -9,7 +9,10 @@ deployment window declared (``--input-range t=LO:HI``, the file's time span, whi
 knows in advance) so that the inducing box covers the later times. Reads ``../shared/data``;
 skips a data set that is absent.
 
-    python benchmarks/bench_collective.py [--quick] [--only TEXT] [--out results_collective.json]
+    python benchmarks/bench_collective.py [--quick] [--variants] [--only TEXT] [--out FILE]
+
+``--variants`` adds other shapes of the same data (:data:`VARIANTS`: spatial inputs only, m = 50,
+little and much data per agent, a time input only).
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {
     "wind": ("ireland_wind.csv", "wind_knots", 10, 50),
     "ozone": ("midwest_ozone.csv", "ozone_ppb", 8, 10),
+}
+#: Other shapes of the same phenomenon (random-row hold-out, seed 0): inputs, data per agent and
+#: m unlike the main cases, so that no setting is judged on two configurations only.
+#: name -> (data set, inputs, batches, batch size, m)
+VARIANTS = {
+    "ozone-space-only": ("ozone", ("lon", "lat"), 8, 10, 100),
+    "ozone-m50": ("ozone", ("lon", "lat", "t"), 8, 10, 50),
+    "wind-small": ("wind", ("lon", "lat", "t"), 3, 20, 100),
+    "wind-big-batches": ("wind", ("lon", "lat", "t"), 10, 200, 100),
+    "wind-time-only": ("wind", ("t",), 10, 50, 100),
 }
 
 
@@ -62,18 +75,23 @@ def one(
     sgpr: bool,
     every_row: bool = False,
     declared: bool = False,
+    shape: tuple[tuple[str, ...], int, int, int] | None = None,
 ) -> dict[str, object]:
     """One run; ``every_row``: stream every row of every station (no ``--batches`` cap);
-    ``declared``: declare the file's time span as the input range of ``t``."""
+    ``declared``: declare the file's time span as the input range of ``t``; ``shape``:
+    ``(inputs, batches, batch size, m)`` in place of the data set's defaults."""
     fname, target, batches, size = SETS[name]
+    inputs, m = ("lon", "lat", "t"), 100
+    if shape is not None:
+        inputs, batches, size, m = shape
     span = (time_span(DATA / fname),) if declared else ()
     order = "time" if holdout == "time" else "random"
     batches = None if every_row else batches
     base = ("local", "oracle", "gpoe") + (("sgpr_pooled",) if sgpr else ())
     cfg = RunConfig.make(
-        "sim", data=f"csv:{DATA / fname}", agent_column="station", inputs=("lon", "lat", "t"),
+        "sim", data=f"csv:{DATA / fname}", agent_column="station", inputs=inputs,
         target=target, batches=batches, batch_size=size, holdout=holdout, order=order,
-        inducing=100, learn=learn, seed=seed, baselines=base, mode="collective",
+        inducing=m, learn=learn, seed=seed, baselines=base, mode="collective",
         input_range=span,
     )  # fmt: skip
     keep: list[Swarm] = []
@@ -119,6 +137,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="wind, random hold-out, seed 0 only")
     ap.add_argument("--no-sgpr", action="store_true")
+    ap.add_argument("--sets", nargs="+", choices=sorted(SETS), help="data sets (default: all)")
+    ap.add_argument("--variants", action="store_true", help="also the VARIANTS configurations")
     ap.add_argument("--only", help="run only the cases whose key contains TEXT; merge into --out")
     ap.add_argument("--out", default="benchmarks/results_collective.json")
     a = ap.parse_args()
@@ -128,7 +148,7 @@ def main() -> None:
     if want("update_time_s"):
         res["update_time_s"] = update_times()
         print("per-batch update time", res["update_time_s"], flush=True)
-    sets = ["wind"] if a.quick else list(SETS)
+    sets = ["wind"] if a.quick else list(a.sets or SETS)
     for name in sets:
         if not (DATA / SETS[name][0]).exists():
             print(f"skip {name}: {DATA / SETS[name][0]} absent")
@@ -151,6 +171,15 @@ def main() -> None:
                     continue
                 res[key] = one(name, "time", 0, learn, False, every_row=True, declared=declared)
                 print(key, json.dumps(res[key]), flush=True)
+    for vname, (name, *shape) in VARIANTS.items() if a.variants else ():
+        if name not in sets or not (DATA / SETS[name][0]).exists():
+            continue
+        for learn in (True, False):
+            key = f"variants/{vname}/{'learn' if learn else 'nolearn'}"
+            if not want(key):
+                continue
+            res[key] = one(name, "random", 0, learn, learn and not a.no_sgpr, shape=tuple(shape))
+            print(key, json.dumps(res[key]), flush=True)
     out.write_text(json.dumps(res, indent=1))
 
 

@@ -27,7 +27,8 @@ TOTAL = AGENTS * BATCHES * SIZE
 VICTIM = 2
 MODES = {
     "paper": ["--mode", "paper", "--no-learn"],
-    # a short warm-up (three starts, 24 evaluations): the kill must land while rows still stream
+    # a short warm-up (24 evaluations over the default starts): the kill must land while rows
+    # still stream
     "collective": ["--mode", "collective", "--warmup-evals", "24"],
 }
 

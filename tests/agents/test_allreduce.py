@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from swarmgp.agents.collective_model import CollectiveModel, WarmupMemo
+from swarmgp.agents.collective_model import CollectiveModel, WarmupMemo, start_ell_factors
 from swarmgp.fusion.collapsed import (
     CollectiveParams,
     batch_stats,
@@ -214,7 +214,7 @@ def test_data_drawn_inducing_inputs_are_the_pooled_sample_on_every_agent(edges, 
 
 
 def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
-    """Three starts (length-scales a half, a fifth, a tenth of the box): each probed with
+    """Three starts (length-scales geometric from half the box to 1/m of it): each probed with
     max_evals // 5 evaluations, then the best probe's point goes on with the rest; the agreed
     theta equals that schedule run on the pooled data, and every agent holds it."""
     sw = CollectiveSwarm(5, tree_edges(5), seed=4, max_evals=15, starts=3)
@@ -226,7 +226,8 @@ def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
     X, y, Xs, ys = _pooled_rows(sw, std)
 
     probes, used = [], 0
-    for ef in (0.5, 0.2, 0.1):
+    assert start_ell_factors(3, 8) == pytest.approx((0.5, 0.25, 0.125))
+    for ef in start_ell_factors(3, sw.enc.inducing):
         p0 = initial_params(std.lo, std.hi, sw.enc.inducing, sw.enc.seed, ell_factor=ef)
         bnds = theta_bounds(p0)
         lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])

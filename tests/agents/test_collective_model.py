@@ -91,6 +91,18 @@ def test_summary_is_the_augmented_gram_matrix() -> None:
     assert np.allclose(both.P - np.eye(7), 2 * Phi.T @ Phi, atol=1e-12)
 
 
+def test_start_length_scales_span_half_the_box_to_the_inducing_spacing():
+    """Starts are geometric from half the box to 1/m of it (the finest scale along one input
+    that m inducing inputs resolve); one start is the longest alone."""
+    from swarmgp.agents.collective_model import start_ell_factors
+
+    f = start_ell_factors(5, 100)
+    assert f[0] == 0.5 and f[-1] == pytest.approx(0.01, rel=1e-12)
+    assert np.allclose(np.diff(np.log(f)), np.log(0.02) / 4, rtol=0, atol=1e-12)
+    assert start_ell_factors(1, 100) == (0.5,)
+    assert start_ell_factors(3, 2) == (0.5, 0.5, 0.5)  # m = 2: the spacing is half the box
+
+
 # ---------------------------------------------------------------- the simulator, collective mode
 
 EXACT = dict(
@@ -114,7 +126,9 @@ def test_sim_exact_consistency_collective(topology: str, loss: float) -> None:
     keep: list[Swarm] = []
     r = run_simulation(Settings(topology=topology, loss=loss, seed=1), keep=keep)
     assert r["consistency_max_rel_err"] <= 1e-9 and r["consistent"]
-    assert r["rmse_fused"] == pytest.approx(r["rmse_oracle"], rel=1e-9)
+    # the oracle refits (s, sigma_n) on pooled statistics summed in another order; the refit's
+    # stopping tolerance turns that rounding into up to ~1e-9 relative in the RMSE
+    assert r["rmse_fused"] == pytest.approx(r["rmse_oracle"], rel=1e-8)
     agents = keep[0].sim.agents
     th = [a.model.params.to_vector() for a in agents.values()]
     assert all(np.array_equal(t, th[0]) for t in th)
