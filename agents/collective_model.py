@@ -126,11 +126,12 @@ def start_ell_factors(starts: int, m: int) -> tuple[float, ...]:
     Returns
     -------
     tuple of float
-        ``starts`` factors, decreasing, the first :data:`LONGEST_START`.
+        ``starts`` factors, decreasing, the first :data:`LONGEST_START` (one where ``m <= 2``:
+        the inducing spacing is then no shorter than the longest start).
     """
-    if starts <= 1:
-        return (LONGEST_START,)
     lo = min(LONGEST_START, 1.0 / max(m, 1))
+    if starts <= 1 or lo >= LONGEST_START:  # m <= 2: the starts would all coincide
+        return (LONGEST_START,)
     r = (lo / LONGEST_START) ** (1.0 / (starts - 1))
     return tuple(LONGEST_START * r**i for i in range(starts))
 
@@ -216,7 +217,9 @@ class CollectiveEncoding:
         if self.inducing_init != "halton":
             key += ("z-init", self.inducing_init)
         if self.warmup_starts != 1:  # (one start: the hash of earlier versions)
-            key += ("starts", self.warmup_starts)
+            # "geometric": the starts' length-scales (start_ell_factors), not the older
+            # (0.5, 0.2, 0.1): a swarm of mixed versions must not agree on an encoding
+            key += ("starts", self.warmup_starts, "geometric")
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 

@@ -100,7 +100,7 @@ def test_start_length_scales_span_half_the_box_to_the_inducing_spacing():
     assert f[0] == 0.5 and f[-1] == pytest.approx(0.01, rel=1e-12)
     assert np.allclose(np.diff(np.log(f)), np.log(0.02) / 4, rtol=0, atol=1e-12)
     assert start_ell_factors(1, 100) == (0.5,)
-    assert start_ell_factors(3, 2) == (0.5, 0.5, 0.5)  # m = 2: the spacing is half the box
+    assert start_ell_factors(3, 2) == (0.5,)  # m = 2: the spacing is half the box, one start
 
 
 # ---------------------------------------------------------------- the simulator, collective mode
