@@ -305,6 +305,30 @@ def test_fused_predictive_equals_sgpr_with_bias():
 # ---------------------------------------------------------------------------- optimizers
 
 
+#: The O(m) (s, sigma_n) bound against the O(m^3) one: two factorizations of the same P.
+SCALE_NOISE_RTOL = 1e-10
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scale_noise_bound_equals_the_full_bound_and_its_derivatives(seed):
+    """The refit's arrowhead evaluation (one eigh, O(m) per point) gives the value and the
+    (log s, log sigma_n) derivatives of bound_and_stat_grads, from tiny to large scales."""
+    from swarmgp.fusion.collapsed import _ScaleNoiseBound
+
+    rng = np.random.default_rng(seed)
+    p0 = _params(rng)
+    X, y = _data(rng, 120)
+    st = batch_stats(X, y, p0)
+    f = _ScaleNoiseBound(st, p0.log_sb)
+    for log_s, log_sn in [(0.0, -1.0), (-5.0, 0.5), (3.0, -4.0), (p0.log_s, p0.log_sn)]:
+        v, ds, dn = f(log_s, log_sn)
+        v0, _, _, d = bound_and_stat_grads(st, log_s, log_sn, p0.log_sb)
+        scale = abs(v0) + st.n  # derivatives are sums over the n rows
+        assert abs(v - v0) <= SCALE_NOISE_RTOL * scale
+        assert abs(ds - d[0]) <= SCALE_NOISE_RTOL * scale
+        assert abs(dn - d[1]) <= SCALE_NOISE_RTOL * scale
+
+
 def test_refit_scale_noise_maximizes_the_pooled_bound():
     rng = np.random.default_rng(7)
     p0 = _params(rng)
