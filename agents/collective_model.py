@@ -96,9 +96,13 @@ __all__ = [
 
 #: L-BFGS evaluations of the warm-up, every start and stage together (each is two all-reduces).
 #: With one start, 35 left ozone's second stage short of its optimum (RMSE 13.66 at 35, 12.92
-#: at 60); k starts probe with a (k+2)-th each and leave the best the rest: five starts, 12
-#: evaluations per probe and 24 for the best (73 rounds; three starts took 105 at 16 and 36).
+#: at 60); the best start goes on with :data:`CONTINUATION_SHARE` of them, the probes share the
+#: rest: five starts, 9 evaluations per probe and 39 for the best (97 rounds).
 DEFAULT_MAX_EVALS = 84
+#: Share (numerator, denominator) of the warm-up's evaluations left to the best start, rounded
+#: down (36 of 84, what the best of three
+#: starts had before there were five): more probes must not starve the fit that goes on.
+CONTINUATION_SHARE = (3, 7)
 #: Starts of the warm-up fit (:func:`start_ell_factors`).
 DEFAULT_STARTS = 5
 #: The longest start's length-scales, as a fraction of the agreed box's widths.
@@ -217,9 +221,9 @@ class CollectiveEncoding:
         if self.inducing_init != "halton":
             key += ("z-init", self.inducing_init)
         if self.warmup_starts != 1:  # (one start: the hash of earlier versions)
-            # "geometric": the starts' length-scales (start_ell_factors), not the older
-            # (0.5, 0.2, 0.1): a swarm of mixed versions must not agree on an encoding
-            key += ("starts", self.warmup_starts, "geometric")
+            # the starts' length-scales (start_ell_factors, not the older 0.5, 0.2, 0.1) and the
+            # continuation's share: a swarm of mixed versions must not agree on an encoding
+            key += ("starts", self.warmup_starts, "geometric", CONTINUATION_SHARE)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
@@ -712,7 +716,11 @@ class WarmupProgram:
         k, enc = len(self._starts), self.enc
         if k == 1:
             return enc.max_evals
-        probe = max(2, enc.max_evals // (k + 2))  # k probes, then twice a probe's budget or more
+        # the best keeps CONTINUATION_SHARE of the budget however many starts are probed (a
+        # smooth fit is budget-limited), the probes share the rest
+        num, den = CONTINUATION_SHARE
+        last = enc.max_evals * num // den
+        probe = max(2, (enc.max_evals - last) // k)
         return probe if index < k else max(1, enc.max_evals - k * probe)
 
     def _new_leg(self, index: int) -> _Leg:

@@ -215,8 +215,9 @@ def test_data_drawn_inducing_inputs_are_the_pooled_sample_on_every_agent(edges, 
 
 def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
     """Three starts (length-scales geometric from half the box to 1/m of it): each probed with
-    max_evals // 5 evaluations, then the best probe's point goes on with the rest; the agreed
-    theta equals that schedule run on the pooled data, and every agent holds it."""
+    (max_evals - 3 max_evals // 7) // 3 evaluations, then the best probe's point goes on with the
+    rest; the agreed theta equals that schedule run on the pooled data, and every agent holds
+    it."""
     sw = CollectiveSwarm(5, tree_edges(5), seed=4, max_evals=15, starts=3)
     sw.run_warmup(200.0)
     assert_agreed(sw)
