@@ -100,8 +100,8 @@ __all__ = [
 #: rest: five starts, 9 evaluations per probe and 39 for the best (97 rounds).
 DEFAULT_MAX_EVALS = 84
 #: Share (numerator, denominator) of the warm-up's evaluations left to the best start, rounded
-#: down (36 of 84, what the best of three
-#: starts had before there were five): more probes must not starve the fit that goes on.
+#: down (36 of 84, what the best of three starts had before there were five): more probes must
+#: not starve the fit that goes on.
 CONTINUATION_SHARE = (3, 7)
 #: Starts of the warm-up fit (:func:`start_ell_factors`).
 DEFAULT_STARTS = 5

@@ -1306,7 +1306,7 @@ class _ScaleNoiseBound:
         self.g2, self.c = float(stats.g[m]), float(G[m, m])
         self.n, self.m, self.yy = float(stats.n), m, float(stats.yy)
         self.sb = float(np.exp(log_sb))
-        self.r = self.n - float(np.trace(G[:m, :m]))  # n - tr G: the trace term's residual
+        self.r = _residuals(stats, 0)[0]  # n - tr G: the trace term's residual
 
     def __call__(self, log_s: float, log_sn: float) -> tuple[float, float, float]:
         """Bound and its derivatives in ``log s`` and ``log sigma_n``."""
