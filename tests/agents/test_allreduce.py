@@ -51,13 +51,18 @@ def _pooled_rows(sw, std):
     return X, y, (X - std.mx) / std.sx, (y - std.my) / std.sy
 
 
-def _scaled_lbfgs(Xs, ys, params, x0, lo, hi, n):
-    """BoxLBFGS on the pooled bound as the warm-up runs it: scaled by its first value."""
-    opt, scale = BoxLBFGS(x0, lo, hi, max_evals=n), None
+def _scaled_lbfgs(Xs, ys, params, x0, lo, hi, n, window=0, nats=0.0):
+    """BoxLBFGS on the pooled bound as the warm-up runs it: scaled by its first value; with
+    ``window``, stopped before the next evaluation once the last ``window`` raised the best
+    bound by less than ``nats`` each on average."""
+    opt, scale, best = BoxLBFGS(x0, lo, hi, max_evals=n), None, []
     while (x := opt.ask()) is not None:
+        if window and len(best) > window and best[-1] - best[-1 - window] < nats * window:
+            break
         b, g = pooled_bound_and_grad(Xs, ys, params.like(x))
         scale = max(1.0, abs(b)) if scale is None else scale
         opt.tell(-b / scale, -g / scale)
+        best.append(-opt.f_best * scale)
     return opt, scale
 
 
@@ -241,6 +246,43 @@ def test_multi_start_warmup_equals_pooled_probes_then_the_best_continued():
     np.testing.assert_allclose(p.to_vector(), last.x_best, rtol=1e-9, atol=1e-9)
     assert a0.model.warmup_evals == used + last.n_evals
     assert pooled_bound_and_grad(Xs, ys, p)[0] >= max(q[0] for q in probes) - 1e-9
+
+
+def test_the_continuation_stops_where_the_pooled_fit_converges():
+    """A budget the fit does not need: the probes take PROBE_EVALS each, and the best probe's
+    continuation stops once its last CONVERGED_WINDOW evaluations raised the bound by less
+    than CONVERGED_NATS_PER_EVAL each, well before its budget; every agent holds the theta of
+    that schedule run on the pooled data."""
+    from swarmgp.agents.collective_model import (
+        CONVERGED_NATS_PER_EVAL,
+        CONVERGED_WINDOW,
+        PROBE_EVALS,
+    )
+
+    budget = 80
+    sw = CollectiveSwarm(5, tree_edges(5), seed=4, max_evals=budget, starts=3)
+    sw.run_warmup(400.0)
+    assert_agreed(sw)
+    a0 = sw.agents[0]
+    std, p = a0.model.std, a0.model.params
+    _, _, Xs, ys = _pooled_rows(sw, std)
+    probes, used = [], 0
+    for ef in start_ell_factors(3, sw.enc.inducing):
+        p0 = initial_params(std.lo, std.hi, sw.enc.inducing, sw.enc.seed, ell_factor=ef)
+        bnds = theta_bounds(p0)
+        lo = np.array([-np.inf if b[0] is None else b[0] for b in bnds])
+        hi = np.array([np.inf if b[1] is None else b[1] for b in bnds])
+        opt, scale = _scaled_lbfgs(Xs, ys, p, p0.to_vector(), lo, hi, PROBE_EVALS)
+        probes.append((-opt.f_best * scale, opt.x_best))
+        used += opt.n_evals
+    best = max(probes, key=lambda q: q[0])
+    rest = budget - 3 * PROBE_EVALS
+    last, _ = _scaled_lbfgs(
+        Xs, ys, p, best[1], lo, hi, rest, CONVERGED_WINDOW, CONVERGED_NATS_PER_EVAL
+    )
+    assert CONVERGED_WINDOW < last.n_evals < rest  # stopped by the rule, not the budget
+    np.testing.assert_allclose(p.to_vector(), last.x_best, rtol=1e-9, atol=1e-9)
+    assert a0.model.warmup_evals == used + last.n_evals
 
 
 @pytest.mark.parametrize("loss", [0.0, 0.3])
