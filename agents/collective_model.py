@@ -108,10 +108,11 @@ CONTINUATION_SHARE = (3, 7)
 PROBE_EVALS = 9
 #: The fit that goes on (the best start's continuation, or a single start's second stage)
 #: stops before its budget once its last ``CONVERGED_WINDOW`` evaluations raised the bound by
-#: less than ``CONVERGED_NATS_PER_EVAL`` nats each on average. The bound is a log evidence, so
-#: the rule is in absolute nats: an evaluation costs two all-reduces over the tree and must buy
-#: about a nat (a likelihood ratio of e) to be worth them. More data make finer differences
-#: count, and the fit then goes on longer.
+#: less than ``CONVERGED_NATS_PER_EVAL`` nats each on average, and not before it has had as
+#: many evaluations as the probes together (it is the fit that matters: at least their share).
+#: The bound is a log evidence, so the rule is in absolute nats: an evaluation costs two
+#: all-reduces over the tree and must buy about a nat (a likelihood ratio of e) to be worth
+#: them. More data make finer differences count, and the fit then goes on longer.
 CONVERGED_WINDOW = 8
 CONVERGED_NATS_PER_EVAL = 1.0
 #: Starts of the warm-up fit (:func:`start_ell_factors`).
@@ -778,11 +779,16 @@ class WarmupProgram:
         return x
 
     def _converged(self, leg: _Leg) -> bool:
-        """Whether the fit that goes on has converged (:data:`CONVERGED_WINDOW`); probes and
-        first stages run their budgets."""
-        goes_on = leg.index == len(self._starts) or len(self._starts) == 1
+        """Whether the fit that goes on has converged (:data:`CONVERGED_WINDOW`), after at
+        least as many evaluations as the probes had together; probes and first stages run
+        their budgets."""
+        k = len(self._starts)
+        goes_on = leg.index == k or k == 1
         h, w = leg.history, CONVERGED_WINDOW
-        if not goes_on or leg.stage != 2 or len(h) <= w or not np.isfinite(h[-1 - w]):
+        floor = k * self._leg_budget(0) if k > 1 else 0  # the probes' evaluations together
+        if not goes_on or leg.stage != 2 or len(h) <= max(w, floor):
+            return False
+        if not np.isfinite(h[-1 - w]):
             return False
         return h[-1] - h[-1 - w] < CONVERGED_NATS_PER_EVAL * w
 
