@@ -34,6 +34,7 @@ Usage::
     python benchmarks/bench_sim.py s300 s300l
     python benchmarks/bench_sim.py a --agents 200 --batches 5
     python benchmarks/bench_sim.py b b_c
+    python benchmarks/bench_sim.py a_c --warmup-evals 84   # key a_c_84
 
 Results are merged into ``benchmarks/results_sim.json`` (``--out``) with the machine and its
 load average: on a shared machine CPU seconds are the steady figure, not wall time.
@@ -346,12 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", default=None, help="override the number of agents")
     p.add_argument("--batches", default=None, help="override batches per agent")
     p.add_argument("--fusion", default=None, help="fusion protocol: tree or rounds")
+    p.add_argument(
+        "--warmup-evals", default=None, help="collective cases: the warm-up's evaluation budget"
+    )
     p.add_argument("--out", default=str(Path(__file__).with_name("results_sim.json")))
     args = p.parse_args(argv)
     extra = [
         *(["--agents", args.agents] if args.agents else []),
         *(["--batches", args.batches] if args.batches else []),
         *(["--fusion", args.fusion] if args.fusion else []),
+        *(["--warmup-evals", args.warmup_evals] if args.warmup_evals else []),
     ]
     try:
         results = json.loads(Path(args.out).read_text())
